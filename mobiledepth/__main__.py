@@ -1,0 +1,5 @@
+import sys
+
+from mobiledepth.cli import main
+
+sys.exit(main())

@@ -1,0 +1,84 @@
+"""Checkpoints: a dict of tensors and plain values, loaded with ``weights_only=True``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from mobiledepth.errors import UserError
+from mobiledepth.io import atomic_path
+
+CHECKPOINT_FORMAT = "mobiledepth-checkpoint/1"
+
+
+def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, spec: dict | None = None, **meta) -> Path:
+    """Write ``{format, spec, state_dict, meta}`` atomically; ``meta`` holds plain values/tensors."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "spec": spec if spec is not None else getattr(model, "spec", None),
+        "state_dict": model.state_dict(),
+        "meta": meta,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """The raw checkpoint dict; a bare state_dict is wrapped as ``{state_dict: ...}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist; check the path")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt file, or a pickle of arbitrary objects
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"checkpoint {path} cannot be loaded safely ({first[:160]}); "
+                        "save a state_dict with torch.save or use 'mobiledepth train'") from None
+    if isinstance(data, dict) and "state_dict" in data:
+        return data
+    if isinstance(data, dict) and all(isinstance(v, torch.Tensor) for v in data.values()):
+        return {"format": "state_dict", "spec": None, "state_dict": data, "meta": {}}
+    raise UserError(f"checkpoint {path} holds no state_dict; save model.state_dict() or use save_checkpoint")
+
+
+def load_state_dict_strict(model: torch.nn.Module, state_dict: dict, source: str) -> None:
+    """Load weights, naming the first mismatching tensors when they do not fit the model.
+
+    Weights of training-only heads present in the checkpoint are ignored when the model
+    has no heads (an export)."""
+    own = model.state_dict()
+    state_dict = {k: v for k, v in state_dict.items() if k in own or not k.startswith("heads.")}
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    wrong = [f"{k} {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
+    problems = []
+    if wrong:
+        problems.append("shape mismatch: " + "; ".join(wrong[:3]))
+    if missing:
+        problems.append("missing: " + ", ".join(missing[:3]))
+    if unexpected:
+        problems.append("unexpected: " + ", ".join(unexpected[:3]))
+    if problems:
+        total = len(wrong) + len(missing) + len(unexpected)
+        raise UserError(f"checkpoint {source} does not fit the model ({total} tensors differ; "
+                        + " | ".join(problems) + "); pass the spec it was trained with (--model)")
+    model.load_state_dict(state_dict, strict=False)
+
+
+def load_checkpoint(path: str | os.PathLike, spec: str | dict | None = None, with_heads: bool = True):
+    """Build the model of ``spec`` (or the one stored in the checkpoint) and load its weights.
+
+    Returns ``(model, spec, meta)``."""
+    from mobiledepth.arch.spec import build_model
+
+    data = read_checkpoint(path)
+    spec = spec if spec is not None else data.get("spec")
+    if spec is None:
+        raise UserError(f"checkpoint {path} stores no spec; pass --model with the spec it was trained with")
+    model = build_model(spec, with_heads=with_heads)
+    load_state_dict_strict(model, data["state_dict"], str(path))
+    return model, model.spec, data.get("meta", {})

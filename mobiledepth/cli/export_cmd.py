@@ -1,0 +1,72 @@
+"""`mobiledepth export`: PyTorch → ONNX → TFLite with parity proven."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command("export")
+@click.option("--model", "model", default=None, metavar="NAME|SPEC.yaml|module:factory",
+              help="Zoo name, spec YAML or your own factory (default: the paper's mdepth-mnv2-fbnet).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="Weights to load (torch.save'd state_dict or a mobiledepth checkpoint).")
+@click.option("--input-size", default=None, metavar="HxW", help="Input size, multiples of 32 (default: the spec's, 256x256).")
+@click.option("--precision", "precision", default="fp32,fp16", show_default=True,
+              help="Comma-separated: fp32, fp16, int8 (full integer, per-channel), int16x8.")
+@click.option("--calibration-data", type=click.Path(file_okay=False), default=None,
+              help="Folder of real images for parity checks and int8 calibration (default: generated scenes).")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory (default: runs/<model>-<HxW>).")
+@click.option("--quiet", is_flag=True, help="Print only the run directory (for CI).")
+@click.option("--json", "as_json", is_flag=True, help="Print the export record as JSON.")
+def export(model, checkpoint, input_size, precision, calibration_data, out, quiet, as_json):
+    """Export a depth model to ONNX and TFLite (NHWC), training-only heads stripped, with parity
+    against PyTorch measured for every artifact."""
+    from rich.console import Console
+
+    from mobiledepth.cli.options import parse_input_size
+    from mobiledepth.export import export_model, parse_precisions
+
+    console = Console(stderr=True, quiet=quiet or as_json)
+    size = parse_input_size(input_size) if input_size else None
+    precisions = parse_precisions(precision)
+    status = console.status("starting")
+
+    def progress(stage: str, event: str, seconds: float | None, detail: str) -> None:
+        if event == "start":
+            status.update(f"[bold]{stage}[/]: {detail}")
+        else:
+            mark = "[green]✓[/]" if event == "done" else "[red]✗[/]"
+            console.print(f"{mark} {stage:<8} {seconds:6.1f} s  {detail}")
+
+    with status:
+        result = export_model(model=model, checkpoint=checkpoint, input_size=size, precisions=precisions,
+                              calibration_data=calibration_data, out=out, progress=progress)
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    if as_json:
+        click.echo(json.dumps(result.record, indent=2))
+    elif quiet:
+        click.echo(str(result.run_dir))
+    else:
+        _print_summary(console, result)
+
+
+def _print_summary(console, result) -> None:
+    from rich.table import Table
+
+    record = result.record
+    info = record["model"]
+    console.print(f"\n[bold]{info['name']}[/] {record['input_size'][0]}x{record['input_size'][1]}: "
+                  f"{info['params']:,} parameters, {info['macs'] / 1e9:.3f} GMACs")
+    table = Table(title=f"artifacts in {result.run_dir}")
+    for column in ("artifact", "layout", "size", "max err / range", "mean err / range", "ordinal agreement", "parity"):
+        table.add_column(column, justify="left" if column in ("artifact", "layout") else "right")
+    for art in result.artifacts:
+        parity = art["parity"]
+        verdict = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "reported"}[parity["passed"]]
+        table.add_row(art["path"], art["layout"], f"{art['size_bytes'] / 1e6:.2f} MB",
+                      f"{parity['max_abs_err_rel']:.2e}", f"{parity['mean_abs_err_rel']:.2e}",
+                      f"{parity['ordinal_agreement']:.5f}", verdict)
+    console.print(table)

@@ -1,0 +1,51 @@
+"""Numerical parity of an artifact against the PyTorch fp32 output on the same images."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Bars per precision: max |error| relative to the output range, and ordinal agreement.
+PARITY_BARS: dict[str, dict] = {
+    "fp32": {"max_abs_err_rel": 1e-4},
+    "fp16": {"max_abs_err_rel": 1e-2, "ordinal_agreement": 0.999},
+    "int8": {},      # reported, no bar yet
+    "int16x8": {},   # reported, no bar yet
+}
+
+
+def ordinal_agreement(reference: np.ndarray, candidate: np.ndarray, pairs: int = 20000, seed: int = 0) -> float:
+    """Fraction of random pixel pairs (per image) ordered the same way as the reference.
+
+    A pair the candidate ties while the reference does not counts as a disagreement."""
+    rng = np.random.default_rng(seed)
+    agree = total = 0
+    for ref, cand in zip(reference.reshape(len(reference), -1), candidate.reshape(len(candidate), -1)):
+        a = rng.integers(0, ref.size, pairs)
+        b = rng.integers(0, ref.size, pairs)
+        ref_sign = np.sign(ref[a] - ref[b])
+        keep = ref_sign != 0
+        agree += int(np.sum(np.sign(cand[a] - cand[b])[keep] == ref_sign[keep]))
+        total += int(keep.sum())
+    return agree / total if total else 1.0
+
+
+def measure_parity(reference: np.ndarray, candidate: np.ndarray, precision: str) -> dict:
+    """Errors relative to each image's output range (worst image for max), ordinal agreement,
+    and whether the precision's bar is met (None when the precision has no bar)."""
+    reference = np.asarray(reference, dtype=np.float64)
+    candidate = np.asarray(candidate, dtype=np.float64)
+    if reference.shape != candidate.shape:
+        raise ValueError(f"output shapes differ: reference {reference.shape}, candidate {candidate.shape}")
+    flat_ref = reference.reshape(len(reference), -1)
+    err = np.abs(candidate.reshape(len(candidate), -1) - flat_ref)
+    ranges = np.maximum(flat_ref.max(axis=1) - flat_ref.min(axis=1), 1e-12)
+    max_rel = float(np.max(err.max(axis=1) / ranges))
+    mean_rel = float(np.mean(err.mean(axis=1) / ranges))
+    ordinal = ordinal_agreement(reference, candidate)
+    bar = PARITY_BARS.get(precision, {})
+    passed = None
+    if bar:
+        passed = max_rel <= bar["max_abs_err_rel"] and ordinal >= bar.get("ordinal_agreement", 0.0)
+    return {"max_abs_err_rel": max_rel, "mean_abs_err_rel": mean_rel, "ordinal_agreement": ordinal,
+            "output_range": float(np.mean(ranges)), "images": len(reference), "passed": passed, "bar": bar}
+

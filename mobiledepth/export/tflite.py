@@ -1,0 +1,104 @@
+"""ONNX → TFLite: fp32 and fp16 from one onnx2tf conversion, int8 / int16x8 from its
+SavedModel through TensorFlow's own post-training quantiser.
+
+Both run in child processes: TensorFlow never loads into the caller, a converter crash
+cannot take the caller down, and the full converter log is kept beside the artifacts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from mobiledepth.errors import StageFailed, UserError
+
+# onnx2tf reads this file from its working directory for every conversion of a 3-channel
+# image input, and downloads it from the internet when it is missing (offline: a crash).
+ONNX2TF_SAMPLE_NAME = "calibration_image_sample_data_20x128x128x3_float32.npy"
+QUANTIZED_PRECISIONS = ("int8", "int16x8")
+
+
+def _tool_env() -> dict:
+    env = dict(os.environ)
+    bin_dir = str(Path(sys.executable).parent)  # onnx2tf shells out to onnxsim from the same env
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.setdefault("CUDA_VISIBLE_DEVICES", "")
+    return env
+
+
+def _onnx2tf_command() -> list[str]:
+    local = Path(sys.executable).parent / "onnx2tf"
+    exe = str(local) if local.exists() else shutil.which("onnx2tf")
+    if not exe:
+        raise UserError("onnx2tf is not installed; run scripts/bootstrap.sh (or pip install onnx2tf==1.29.24)")
+    return [exe]
+
+
+def _last_error(log: Path) -> str:
+    lines = [l.strip() for l in log.read_text(errors="replace").splitlines() if l.strip()]
+    errors = [l for l in lines if "error" in l.lower() or "exception" in l.lower()]
+    return (errors or lines or ["no output"])[-1][:200]
+
+
+def write_onnx2tf_sample(work_dir: Path, images_nchw: np.ndarray) -> Path:
+    """The 20x128x128x3 float32 sample onnx2tf insists on, made from our own images."""
+    from PIL import Image
+
+    resized = []
+    for i in range(20):
+        hwc = (images_nchw[i % len(images_nchw)].transpose(1, 2, 0) * 255).clip(0, 255).astype(np.uint8)
+        resized.append(np.asarray(Image.fromarray(hwc).resize((128, 128), Image.BILINEAR), dtype=np.float32) / 255.0)
+    path = work_dir / ONNX2TF_SAMPLE_NAME
+    np.save(path, np.stack(resized).astype(np.float32))
+    return path
+
+
+def convert_with_onnx2tf(onnx_path: Path, work_dir: Path, images_nchw: np.ndarray,
+                         timeout_s: float = 1800) -> dict[str, Path]:
+    """Run onnx2tf once; returns paths of ``fp32``, ``fp16`` and the ``saved_model`` directory."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    write_onnx2tf_sample(work_dir, images_nchw)
+    out_dir = work_dir / "onnx2tf"
+    log = work_dir / "onnx2tf.log"
+    command = _onnx2tf_command() + ["-i", str(onnx_path.resolve()), "-o", str(out_dir)]
+    with open(log, "w") as handle:
+        try:
+            proc = subprocess.run(command, cwd=work_dir, stdout=handle, stderr=subprocess.STDOUT,
+                                  env=_tool_env(), timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise StageFailed(f"onnx2tf did not finish in {timeout_s:.0f} s; see {log}") from None
+    stem = onnx_path.stem
+    produced = {"fp32": out_dir / f"{stem}_float32.tflite", "fp16": out_dir / f"{stem}_float16.tflite",
+                "saved_model": out_dir}
+    if proc.returncode != 0 or not produced["fp32"].exists():
+        raise StageFailed(f"onnx2tf failed (exit {proc.returncode}): {_last_error(log)}; full log: {log}")
+    return produced
+
+
+def quantize(saved_model: Path, images_nchw: np.ndarray, precision: str, out_path: Path,
+             timeout_s: float = 3600) -> Path:
+    """Full-integer post-training quantisation of onnx2tf's SavedModel (per-channel weights),
+    calibrated on ``images_nchw``; ``int16x8`` keeps 16-bit activations."""
+    if precision not in QUANTIZED_PRECISIONS:
+        raise ValueError(precision)
+    images_path = out_path.with_suffix(".calibration.npy")
+    np.save(images_path, images_nchw.transpose(0, 2, 3, 1).astype(np.float32))
+    log = out_path.with_suffix(".log")
+    command = [sys.executable, "-m", "mobiledepth.export.quantize_worker", str(saved_model),
+               str(images_path), precision, str(out_path)]
+    with open(log, "w") as handle:
+        try:
+            proc = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=_tool_env(),
+                                  timeout=timeout_s, cwd=Path(__file__).resolve().parents[2])
+        except subprocess.TimeoutExpired:
+            raise StageFailed(f"{precision} quantisation did not finish in {timeout_s:.0f} s; see {log}") from None
+    images_path.unlink(missing_ok=True)
+    if proc.returncode != 0 or not out_path.exists():
+        raise StageFailed(f"{precision} quantisation failed (exit {proc.returncode}): {_last_error(log)}; full log: {log}")
+    return out_path
