@@ -7,7 +7,9 @@ map ``(N, 1, H, W)`` float32, whatever the artifact's layout (NHWC TFLite) or pr
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +89,25 @@ def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
     return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
 
 
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Silence the C++ runtime's "INFO: Created TensorFlow Lite XNNPACK delegate" line."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # pytest capture, notebooks
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), fd)
+        try:
+            yield
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+
+
 class TfliteRuntime(Runtime):
     backend = "tflite"
 
@@ -94,8 +115,9 @@ class TfliteRuntime(Runtime):
         from ai_edge_litert.interpreter import Interpreter
 
         try:
-            self.interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
-            self.interpreter.allocate_tensors()
+            with quiet_native_stderr():
+                self.interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
+                self.interpreter.allocate_tensors()
         except Exception as exc:
             raise UserError(f"{path} is not a loadable TFLite model ({str(exc).splitlines()[0][:160]})") from None
         self.input = self.interpreter.get_input_details()[0]

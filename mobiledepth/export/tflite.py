@@ -66,7 +66,10 @@ def convert_with_onnx2tf(onnx_path: Path, work_dir: Path, images_nchw: np.ndarra
     write_onnx2tf_sample(work_dir, images_nchw)
     out_dir = work_dir / "onnx2tf"
     log = work_dir / "onnx2tf.log"
-    command = _onnx2tf_command() + ["-i", str(onnx_path.resolve()), "-o", str(out_dir)]
+    # onnx2tf simplifies its input file in place: give it a copy, keep the published ONNX intact
+    onnx_copy = work_dir / onnx_path.name
+    shutil.copyfile(onnx_path, onnx_copy)
+    command = _onnx2tf_command() + ["-i", onnx_copy.name, "-o", str(out_dir)]
     with open(log, "w") as handle:
         try:
             proc = subprocess.run(command, cwd=work_dir, stdout=handle, stderr=subprocess.STDOUT,

@@ -1,0 +1,187 @@
+"""``android-bench``: list phones, benchmark a TFLite model on them (or on host), parse outputs.
+
+    android-bench devices [--profiles FILE] [--json]
+    android-bench run MODEL.tflite [MODEL…] --device S21 [--device host] [--serial S]
+                      [--delegate cpu|gpu|nnapi] [--threads N] [--runs N] [--warmup N]
+                      [--profile-ops] [--require-full-delegation] [--benchmark-binary PATH]
+                      [--invocations N] [--timeout S] [--profiles FILE] [--json]
+    android-bench parse FILE|- [--json]
+
+Standard library only (argparse); exit 0 when every run succeeded, 1 when one failed,
+2 for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from android_bench.errors import BenchError
+from android_bench.profiles import DELEGATES
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths)).rstrip()]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def _ms(us: float | None) -> str:
+    if us is None:
+        return "-"
+    return f"{us / 1000:.3f}" if us < 1000 else f"{us / 1000:.2f}"
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from android_bench.adb import Adb
+    from android_bench.profiles import load_profiles
+    from android_bench.runner import attached_targets
+
+    profiles = load_profiles(args.profiles)
+    targets = attached_targets(Adb(), profiles)
+    if args.json:
+        print(json.dumps([_target_dict(t) for t in targets], indent=2))
+        return 0
+    if not targets:
+        print("no phone attached (check the cable, USB debugging, and 'adb devices')")
+        return 0
+    rows = [
+        [t.serial, t.state, t.model_code or "-", t.profile.name if t.profile else "(no profile)", t.android or "-"]
+        for t in targets
+    ]
+    print(_table(rows, ["serial", "state", "model", "profile", "android"]))
+    return 0
+
+
+def _target_dict(target) -> dict[str, Any]:
+    return {
+        "serial": target.serial,
+        "state": target.state,
+        "model_code": target.model_code,
+        "android": target.android,
+        "profile": target.profile.name if target.profile else None,
+        "soc": target.profile.soc if target.profile else None,
+    }
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from android_bench.runner import ModelItem, RunOptions, benchmark
+
+    options = RunOptions(
+        delegate=args.delegate,
+        threads=args.threads,
+        runs=args.runs,
+        warmup=args.warmup,
+        profile_ops=args.profile_ops,
+        require_full_delegation=args.require_full_delegation,
+        invocations=args.invocations,
+        run_timeout_s=args.timeout,
+    )
+    models = [ModelItem(Path(m)) for m in args.models]
+    results = benchmark(models, args.device or [], options, args.serial, args.benchmark_binary, args.profiles)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print(render_results(results))
+    return 1 if any(r["failed"] for r in results) else 0
+
+
+def render_results(results: list[dict[str, Any]]) -> str:
+    """Plain-text table of BenchResults plus one plain-words line per fallback or failure."""
+    from android_bench.result import describe_delegation
+
+    rows = []
+    notes = []
+    for r in results:
+        device = r["device"]["profile"] or r["device"]["model_code"] or "?"
+        where = f"{device} {r['device']['serial'] or ''}".strip()
+        s = r["stats"]
+        status = "FAILED" if r["failed"] else ("FALLBACK" if r["fallback"] else "ok")
+        rows.append(
+            [Path(r["model_path"]).name, where, r["delegate"], str(r["threads"]), _ms(s["median"]), _ms(s["mean"]),
+             _ms(s["min"]), str(s["count"] or "-"), r["delegation"]["status"] or "-", status]
+        )
+        if r["failed"]:
+            notes.append(f"FAILED {where}: {r['error']}")
+        elif r["fallback"]:
+            notes.append(
+                f"WARNING {where}: {describe_delegation(r)} - this is NOT a {r['delegate'].upper()} number"
+            )
+    table = _table(rows, ["model", "device", "delegate", "thr", "median ms", "mean ms", "min ms", "runs", "delegation", "status"])
+    return "\n".join([table, *notes])
+
+
+def cmd_parse(args: argparse.Namespace) -> int:
+    from android_bench.parser import parse_output
+
+    if args.file == "-":
+        text = sys.stdin.read()
+    else:
+        path = Path(args.file)
+        if not path.is_file():
+            raise BenchError(f"{path} does not exist; pass a saved benchmark_model output (or - for stdin)")
+        text = path.read_text(errors="replace")
+    parsed = parse_output(text)
+    if args.json:
+        print(json.dumps(parsed, indent=2))
+    else:
+        s = parsed["stats"] or {}
+        print(f"inference avg: {_ms(parsed['inference_avg_us'])} ms   init: {_ms(parsed['init_us'])} ms   "
+              f"runs: {s.get('count', '-')}   delegation: {parsed['delegation']['status'] or '-'}")
+        if parsed["failed"]:
+            print(f"failed: {parsed['error']}")
+    return 1 if parsed["failed"] else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="android-bench", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    devices = sub.add_parser("devices", help="list attached phones, their state and matched profile")
+    devices.add_argument("--profiles", help="extra device profiles YAML (default: $ANDROID_BENCH_PROFILES)")
+    devices.add_argument("--json", action="store_true")
+    devices.set_defaults(func=cmd_devices)
+
+    run = sub.add_parser("run", help="benchmark TFLite models on phones (benchmark_model) or on host")
+    run.add_argument("models", nargs="+", metavar="MODEL.tflite")
+    run.add_argument("--device", "-d", action="append", help="profile name/alias (S21, S10+, pixel-6), host, or all; repeatable")
+    run.add_argument("--serial", "-s", help="pick the phone with this adb serial")
+    run.add_argument("--delegate", default="cpu", choices=DELEGATES)
+    run.add_argument("--threads", type=int, default=1)
+    run.add_argument("--runs", type=int, default=50)
+    run.add_argument("--warmup", type=int, default=5)
+    run.add_argument("--profile-ops", action="store_true", help="add benchmark_model's per-op table")
+    run.add_argument("--require-full-delegation", action="store_true", help="fail unless the delegate takes the whole graph")
+    run.add_argument("--benchmark-binary", help="arm64 benchmark_model to push (default: $ANDROID_BENCH_BINARY)")
+    run.add_argument("--invocations", type=int, default=1, help="repeat benchmark_model this many times (one sample each)")
+    run.add_argument("--timeout", type=float, default=30.0, help="seconds allowed per run before a hang is declared")
+    run.add_argument("--profiles", help="extra device profiles YAML (default: $ANDROID_BENCH_PROFILES)")
+    run.add_argument("--json", action="store_true")
+    run.set_defaults(func=cmd_run)
+
+    parse = sub.add_parser("parse", help="turn a saved benchmark_model output into JSON")
+    parse.add_argument("file", metavar="FILE")
+    parse.add_argument("--json", action="store_true")
+    parse.set_defaults(func=cmd_parse)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: BenchErrors become one line on stderr and their exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("aborted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

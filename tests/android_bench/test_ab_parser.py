@@ -1,0 +1,209 @@
+"""The benchmark_model parser on every real fixture and on hand-written outputs of each SPEC §7 variant."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from android_bench.cli import main
+from android_bench.parser import parse_output, parse_stats_line, strip_prefix
+
+HERE = Path(__file__).resolve().parent
+OUTPUTS = HERE / "outputs"
+SHARED = HERE.parents[2] / "shared" / "fixtures" / "benchmark_model"
+
+
+def pick(parsed: dict, dotted: str):
+    value = parsed
+    for part in dotted.split("."):
+        value = value[int(part)] if isinstance(value, list) else value[part]
+    return value
+
+
+# Hand-read expectations: every value below was read off the fixture text by eye.
+SHARED_EXPECTED = {
+    "gpu_full_delegation.txt": {
+        "init_us": 870557, "first_inference_us": 130565, "warmup_avg_us": 122373, "inference_avg_us": 119375,
+        "stats.count": 50, "stats.min": 113737, "stats.max": 124776, "stats.avg": 119375, "stats.std": 1948,
+        "stats.median": None, "warmup_stats.count": 4, "warmup_stats.avg": 122373,
+        "delegation.status": "full", "delegation.kernels": 1, "memory.init_mb": None, "failed": False,
+    },
+    "gpu_unsupported_ops.txt": {
+        "stats": None, "inference_avg_us": None, "delegation.status": "partial",
+        "delegation.delegated_nodes": 62, "delegation.total_nodes": 969, "failed": True,
+    },
+    "mi11_cpu_4threads.txt": {
+        "init_us": 16242, "first_inference_us": 360262, "warmup_avg_us": 304586, "inference_avg_us": 249684,
+        "stats.count": 50, "stats.first": 249042, "stats.curr": 250889, "stats.min": 247067, "stats.max": 254474,
+        "stats.avg": 249684, "stats.std": 1442, "memory.init_mb": 4.92969, "memory.overall_mb": 138.809,
+        "memory.peak_mb": None, "delegation.status": None, "failed": False, "error": None,
+    },
+    "mi11_nnapi_fp16.txt": {
+        "init_us": 365972, "inference_avg_us": 92571.2, "stats.avg": 92571.2, "stats.std": 1638,
+        "stats.min": 89745, "memory.init_mb": 6.90625, "memory.overall_mb": 61.0547, "failed": False,
+    },
+}
+
+OWN_EXPECTED = {
+    "plain_new_percentiles.txt": {
+        "init_us": 45618, "first_inference_us": 61234, "warmup_avg_us": 56321.4, "inference_avg_us": 54102.6,
+        "stats.count": 50, "stats.p5": 53120, "stats.median": 53988, "stats.p95": 55873, "stats.std": 842,
+        "warmup_stats.count": 9, "warmup_stats.median": 55890,
+        "memory.init_mb": 12.1172, "memory.overall_mb": 31.5508, "memory.peak_mb": 36.7461, "failed": False,
+    },
+    "info_prefixed_xnnpack.txt": {
+        "inference_avg_us": 41290.7, "stats.count": 50, "stats.min": 40713, "warmup_stats.count": 12,
+        "delegation.status": "full", "delegation.delegate": "XNNPACK", "delegation.delegated_nodes": 143,
+        "delegation.total_nodes": 143, "delegation.partitions": 1, "memory.overall_mb": 33.2461, "failed": False,
+    },
+    "logcat_threadtime_apk.txt": {
+        "init_us": 948113, "inference_avg_us": 26466.8, "stats.count": 50, "stats.max": 28011,
+        "warmup_stats.count": 19, "delegation.status": "full", "delegation.kernels": 1, "failed": False,
+    },
+    "logcat_brief.txt": {
+        "init_us": 412500, "inference_avg_us": 18254.2, "stats.std": 301, "warmup_stats.avg": 19874,
+        "delegation.status": "full", "delegation.delegate": "NNAPI", "failed": False,
+    },
+    "old_format_op_profiling.txt": {
+        "init_us": 38467, "warmup_avg_us": 83235, "inference_avg_us": 79760.9, "first_inference_us": None,
+        "stats.count": 50, "stats.avg": 79760.9, "warmup_stats.count": 6,
+        "memory.init_mb": 2.73438, "memory.overall_mb": 8.23047,
+        "op_profile.ops.0.node_type": "CONV_2D", "op_profile.ops.0.avg_ms": 4.269, "op_profile.ops.0.percent": 5.354,
+        "op_profile.ops.1.name": "MobilenetV1/MobilenetV1/Conv2d_1_depthwise/Relu6",
+        "op_profile.ops.2.cdf_percent": 100.0, "op_profile.ops.2.times_called": 1,
+        "op_profile.by_type.1.node_type": "DEPTHWISE_CONV_2D", "op_profile.by_type.1.percent": 33.395,
+        "op_profile.top.0.start_ms": 0.0, "op_profile.timings.avg": 6438, "op_profile.nodes_executed": 3,
+        "failed": False,
+    },
+    "scientific_notation_slow.txt": {
+        "init_us": 1210400.0, "warmup_avg_us": 2431880.0, "inference_avg_us": 2403120.0,
+        "stats.avg": 2403120.0, "stats.std": 15672.4, "stats.median": 2399140,
+        "warmup_stats.count": 1, "warmup_stats.min": 2431877, "failed": False,
+    },
+    "all_same_runs.txt": {
+        "stats.count": 50, "stats.min": 11, "stats.max": 11, "stats.avg": 11, "stats.std": 0,
+        "warmup_stats.count": 40, "warmup_stats.avg": 12, "inference_avg_us": 11, "failed": False,
+    },
+    "gpu_partial_kernels.txt": {
+        "delegation.status": "partial", "delegation.kernels": 3, "delegation.delegated_nodes": 118,
+        "delegation.total_nodes": 131, "delegation.partitions": 3, "inference_avg_us": 36620.4, "failed": False,
+    },
+    "nnapi_silent_fallback.txt": {
+        "delegation.status": "none", "delegation.delegate": "NNAPI", "delegation.kernels": 0,
+        "inference_avg_us": 118406, "failed": False,
+    },
+    "gpu_failed_to_apply.txt": {
+        "failed": True, "stats": None, "inference_avg_us": None, "delegation.status": "none",
+    },
+    "crash_segfault.txt": {"failed": True, "error": "Segmentation fault", "stats": None, "inference_avg_us": None},
+    "replacing_without_total.txt": {
+        "delegation.status": "partial", "delegation.delegated_nodes": 62, "delegation.total_nodes": None,
+        "delegation.kernels": 2, "stats.count": 50, "warmup_stats": None,
+    },
+    "litert_compiled_model.txt": {
+        "format": "litert", "init_us": 233810.0, "first_inference_us": 7710550.0, "warmup_avg_us": 7512400.0,
+        "inference_avg_us": 7430200.0, "stats.count": 10, "stats.min": 7398020.0, "stats.max": 7490770.0,
+        "stats.std": 27310.0, "stats.median": None, "memory.init_mb": 41.23, "memory.overall_mb": 118.5,
+        "memory.peak_mb": 121.75, "failed": False,
+    },
+}
+
+
+def _check(parsed: dict, expected: dict) -> None:
+    for key, want in expected.items():
+        got = pick(parsed, key)
+        if isinstance(want, float):
+            assert got == pytest.approx(want, rel=1e-9), key
+        else:
+            assert got == want, key
+
+
+def _shared_files() -> list[Path]:
+    return sorted(SHARED.glob("*.txt")) if SHARED.is_dir() else []
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared fixtures not found at {SHARED} (CI checks out shared/ beside the repo)")
+@pytest.mark.parametrize("path", _shared_files(), ids=lambda p: p.name)
+def test_every_shared_fixture(path):
+    parsed = parse_output(path.read_text())
+    if path.name in SHARED_EXPECTED:
+        _check(parsed, SHARED_EXPECTED[path.name])
+    # Every fixture yields numbers or a failure with its reason, never neither.
+    has_numbers = parsed["stats"] is not None or parsed["inference_avg_us"] is not None
+    assert has_numbers or parsed["failed"]
+    if parsed["failed"]:
+        assert parsed["error"]
+
+
+def test_every_own_output_has_expectations():
+    assert sorted(p.name for p in OUTPUTS.glob("*.txt")) == sorted(OWN_EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(OWN_EXPECTED))
+def test_own_outputs(name):
+    _check(parse_output((OUTPUTS / name).read_text()), OWN_EXPECTED[name])
+
+
+def test_failure_text_is_reported():
+    parsed = parse_output((OUTPUTS / "gpu_failed_to_apply.txt").read_text())
+    assert "Failed to apply GPU delegate" in parsed["error"] and "Benchmarking failed" in parsed["error"]
+    gpu = parse_output((SHARED / "gpu_unsupported_ops.txt").read_text()) if SHARED.is_dir() else None
+    if gpu is not None:
+        assert "failed to prepare" in gpu["error"]
+
+
+def test_empty_output_is_a_failure_not_zero():
+    parsed = parse_output("")
+    assert parsed["failed"] and parsed["error"] == "no timing results in the output"
+    assert parsed["stats"] is None and parsed["inference_avg_us"] is None
+
+
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("count=50 first=1 curr=2 min=1 max=3 avg=2.5 std=0.5", {"count": 50, "avg": 2.5, "median": None}),
+        ("count=5 first=1 curr=2 min=1 max=3 avg=1.23457e+06 std=1e+03 p5=1 median=2 p95=3", {"avg": 1234570.0, "std": 1000.0, "median": 2}),
+        ("count=7 curr=42(all same)", {"min": 42, "max": 42, "avg": 42, "std": 0}),
+        ("count=0", {"count": 0, "avg": None}),
+    ],
+)
+def test_stats_line(line, expected):
+    stats = parse_stats_line(line)
+    for key, value in expected.items():
+        assert stats[key] == value, key
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "INFO: count=3 curr=1",
+        "VERBOSE: count=3 curr=1",
+        "ERROR: count=3 curr=1",
+        "11-24 15:02:14.212  8123  8123 I tflite  : count=3 curr=1",
+        "I/tflite  ( 8123): count=3 curr=1",
+        "I/tflite: count=3 curr=1",
+        "INFO: [benchmark_litert_model.h:68] count=3 curr=1",
+    ],
+)
+def test_prefixes_are_stripped(raw):
+    assert strip_prefix(raw) == "count=3 curr=1"
+
+
+def test_cli_parse_json(capsys):
+    code = main(["parse", str(OUTPUTS / "plain_new_percentiles.txt"), "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert data["inference_avg_us"] == 54102.6 and data["stats"]["median"] == 53988
+
+
+def test_cli_parse_failed_output_exits_1(capsys):
+    assert main(["parse", str(OUTPUTS / "crash_segfault.txt"), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["failed"] is True
+
+
+def test_cli_parse_missing_file(capsys, tmp_path):
+    assert main(["parse", str(tmp_path / "nope.txt")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "does not exist" in err and len(err.strip().splitlines()) == 1

@@ -1,0 +1,64 @@
+"""Shared fixtures. Expensive things (a briefly trained tiny model, its export) are built
+once per test session."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+TINY = "mdepth-tiny"
+TINY_SIZE = (64, 64)
+
+
+def train_briefly(model, size: tuple[int, int], steps: int = 150, scenes: int = 32, seed: int = 0):
+    """A few hundred Adam steps of L1 on log ground-truth depth of generated scenes.
+
+    Random weights are badly conditioned (fp16 rounding moves their output by several
+    percent); parity tests need weights shaped by training, as a real checkpoint is."""
+    from mobiledepth.data.diw import to_chw_float
+    from mobiledepth.data.synth import render_scene, scene_rng
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model trains fastest on one thread, and does not fight xdist workers
+    torch.manual_seed(seed)
+    rendered = [render_scene(scene_rng(seed, "train", i), *size) for i in range(scenes)]
+    images = torch.from_numpy(np.stack([to_chw_float(image) for image, _ in rendered]))
+    depth = torch.from_numpy(np.stack([np.log(d) for _, d in rendered]))[:, None].float()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        pick = torch.randint(0, scenes, (8,), generator=generator)
+        loss = (model(images[pick]) - depth[pick]).abs().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    torch.set_num_threads(threads)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A mobiledepth checkpoint of the tiny model after brief training."""
+    from mobiledepth.arch import build_model, save_checkpoint
+
+    model = train_briefly(build_model(TINY), TINY_SIZE)
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", model)
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory, tiny_checkpoint):
+    """The full export chain (ONNX, TFLite fp32/fp16/int8) of the trained tiny model."""
+    from mobiledepth.export import export_model
+
+    out = tmp_path_factory.mktemp("export") / "tiny-run"
+    return export_model(TINY, checkpoint=tiny_checkpoint, precisions="fp32,fp16,int8", out=out)
+
+
+@pytest.fixture()
+def test_images():
+    """Generated scenes the export never saw (another seed than its parity images)."""
+    from mobiledepth.export.calibration import generated_images
+
+    return generated_images(3, TINY_SIZE, seed=4242)
