@@ -8,6 +8,7 @@ it is listed or invoked; those modules import click and rich at the top and thei
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 
 import click

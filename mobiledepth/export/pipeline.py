@@ -131,7 +131,10 @@ def export_model(model: str | None = None, checkpoint: str | os.PathLike | None 
 
             def __exit__(self, kind, value, tb):
                 timings[name] = round(time.perf_counter() - self.t0, 3)
-                notify(name, "done" if kind is None else "failed", timings[name], detail)
+                if kind is None:
+                    notify(name, "done", timings[name], detail)
+                elif not issubclass(kind, UserError):  # a user's mistake gets its one line, not a stage trace
+                    notify(name, "failed", timings[name], detail)
                 return False
         return _Stage()
 
