@@ -178,6 +178,7 @@ def _build(source, size, chosen, calibration_data, build: Path, parity_images: i
     from mobiledepth.export.runtimes import OnnxRuntime, TfliteRuntime, TorchRuntime
     from mobiledepth.export.source import deploy_module
     from mobiledepth.export.tflite import convert_with_onnx2tf, quantize
+    from mobiledepth.export.tflite_passes import fold_transposed_concats
 
     with stage("inputs", "parity and calibration images"):
         if source.checkpoint is None:
@@ -200,6 +201,13 @@ def _build(source, size, chosen, calibration_data, build: Path, parity_images: i
 
     artifacts: list[dict] = []
 
+    def finish_tflite(path: Path) -> dict:
+        """Apply the graph passes in place; returns what they did."""
+        data, folded = fold_transposed_concats(path.read_bytes())
+        if folded:
+            path.write_bytes(data)
+        return {"fold_transposed_concats": folded}
+
     def add(path: Path, fmt: str, precision: str, parity: dict, io: dict) -> None:
         artifacts.append({"path": path.name, "format": fmt, "precision": precision, "layout": io["layout"],
                           "input_shape": io["input_shape"], "output_shape": io["output_shape"],
@@ -218,12 +226,16 @@ def _build(source, size, chosen, calibration_data, build: Path, parity_images: i
             if precision in chosen:
                 path = build / ARTIFACT_NAMES[precision]
                 shutil.copyfile(produced[precision], path)
+                passes = finish_tflite(path)
                 add(path, "tflite", precision, measure_parity(reference, TfliteRuntime(path)(parity_set), precision), _tflite_io(path))
+                artifacts[-1]["graph_passes"] = passes
 
     for precision in (p for p in chosen if p in ("int8", "int16x8")):
         with stage(precision, f"post-training quantisation ({precision}), calibrated on {image_source}"):
             path = quantize(produced["saved_model"], images, precision, build / ARTIFACT_NAMES[precision])
+            passes = finish_tflite(path)
             add(path, "tflite", precision, measure_parity(reference, TfliteRuntime(path)(parity_set), precision), _tflite_io(path))
+            artifacts[-1]["graph_passes"] = passes
 
     # keep the converter logs, drop its intermediate files (SavedModel, duplicates)
     for log in (build / "convert").glob("*.log"):
