@@ -61,11 +61,15 @@ def _print_summary(console, result) -> None:
     console.print(f"\n[bold]{info['name']}[/] {record['input_size'][0]}x{record['input_size'][1]}: "
                   f"{info['params']:,} parameters, {info['macs'] / 1e9:.3f} GMACs")
     table = Table(title=f"artifacts in {result.run_dir}")
-    for column in ("artifact", "layout", "size", "max err / range", "mean err / range", "ordinal agreement", "parity"):
-        table.add_column(column, justify="left" if column in ("artifact", "layout") else "right")
+    table.add_column("artifact", no_wrap=True)
+    table.add_column("layout")
+    for column in ("size", "max err / range", "mean err / range", "ordinal agreement", "parity"):
+        table.add_column(column, justify="right")
     for art in result.artifacts:
         parity = art["parity"]
         verdict = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "reported"}[parity["passed"]]
+        if parity.get("enforced") is False:
+            verdict = "[yellow]below bar (untrained)[/]"
         table.add_row(art["path"], art["layout"], f"{art['size_bytes'] / 1e6:.2f} MB",
                       f"{parity['max_abs_err_rel']:.2e}", f"{parity['mean_abs_err_rel']:.2e}",
                       f"{parity['ordinal_agreement']:.5f}", verdict)

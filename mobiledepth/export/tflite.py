@@ -75,12 +75,12 @@ def convert_with_onnx2tf(onnx_path: Path, work_dir: Path, images_nchw: np.ndarra
             proc = subprocess.run(command, cwd=work_dir, stdout=handle, stderr=subprocess.STDOUT,
                                   env=_tool_env(), timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            raise StageFailed(f"onnx2tf did not finish in {timeout_s:.0f} s; see {log}") from None
+            raise StageFailed(f"onnx2tf did not finish in {timeout_s:.0f} s; see {log.name}") from None
     stem = onnx_path.stem
     produced = {"fp32": out_dir / f"{stem}_float32.tflite", "fp16": out_dir / f"{stem}_float16.tflite",
                 "saved_model": out_dir}
     if proc.returncode != 0 or not produced["fp32"].exists():
-        raise StageFailed(f"onnx2tf failed (exit {proc.returncode}): {_last_error(log)}; full log: {log}")
+        raise StageFailed(f"onnx2tf failed (exit {proc.returncode}): {_last_error(log)}; see {log.name}")
     return produced
 
 
@@ -100,8 +100,8 @@ def quantize(saved_model: Path, images_nchw: np.ndarray, precision: str, out_pat
             proc = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=_tool_env(),
                                   timeout=timeout_s, cwd=Path(__file__).resolve().parents[2])
         except subprocess.TimeoutExpired:
-            raise StageFailed(f"{precision} quantisation did not finish in {timeout_s:.0f} s; see {log}") from None
+            raise StageFailed(f"{precision} quantisation did not finish in {timeout_s:.0f} s; see {log.name}") from None
     images_path.unlink(missing_ok=True)
     if proc.returncode != 0 or not out_path.exists():
-        raise StageFailed(f"{precision} quantisation failed (exit {proc.returncode}): {_last_error(log)}; full log: {log}")
+        raise StageFailed(f"{precision} quantisation failed (exit {proc.returncode}): {_last_error(log)}; see {log.name}")
     return out_path
