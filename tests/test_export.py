@@ -17,7 +17,8 @@ from mobiledepth.export import export_model
 from mobiledepth.export.runtimes import load_runtime
 from mobiledepth.io import sha256_file
 
-from conftest import TINY, TINY_SIZE
+TINY = "mdepth-tiny"
+TINY_SIZE = (64, 64)
 
 
 def test_record_lists_every_artifact_with_hash_and_layout(tiny_export):
