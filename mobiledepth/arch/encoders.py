@@ -47,7 +47,22 @@ def tap_stage_indices(strides: Sequence[int]) -> list[int]:
     return [i for i in range(len(strides)) if i == len(strides) - 1 or strides[i + 1] != 1]
 
 
-class MobileNetV2Encoder(nn.Module):
+class TappedEncoder(nn.Module):
+    """A ``features`` Sequential whose outputs at ``tap_indices`` are the skip taps."""
+
+    features: nn.Sequential
+    tap_indices: list[int]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        taps = []
+        for index, layer in enumerate(self.features):
+            x = layer(x)
+            if index in self.tap_indices:
+                taps.append(x)
+        return taps
+
+
+class MobileNetV2Encoder(TappedEncoder):
     """MobileNetV2 ``features[0:18]`` (no 1280-channel head); taps at /2, /4, /8, /16, /32."""
 
     def __init__(self, stem: int = 32, stages: Sequence[Sequence[int]] = MOBILENETV2_STAGES,
@@ -64,16 +79,9 @@ class MobileNetV2Encoder(nn.Module):
                             if b["stage"] in tap_stages and (i + 1 == len(blocks) or blocks[i + 1]["stage"] != b["stage"])]
         self.tap_channels = [blocks[i - 1]["cout"] for i in self.tap_indices]
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        taps = []
-        for index, layer in enumerate(self.features):
-            x = layer(x)
-            if index in self.tap_indices:
-                taps.append(x)
-        return taps
 
 
-class MobileNetV1Encoder(nn.Module):
+class MobileNetV1Encoder(TappedEncoder):
     """MobileNet v1 (FastDepth's encoder); taps at /2, /4, /8, /16, /32."""
 
     def __init__(self, stem: int = 32, layers: Sequence[Sequence[int]] = MOBILENETV1_LAYERS):
@@ -90,11 +98,3 @@ class MobileNetV1Encoder(nn.Module):
         self.features = nn.Sequential(*modules)
         self.tap_indices = [i for i in range(len(modules)) if i == len(modules) - 1 or strides[i + 1] != 1]
         self.tap_channels = [channels[i] for i in self.tap_indices]
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        taps = []
-        for index, layer in enumerate(self.features):
-            x = layer(x)
-            if index in self.tap_indices:
-                taps.append(x)
-        return taps
