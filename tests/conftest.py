@@ -62,3 +62,18 @@ def test_images():
     from mobiledepth.export.calibration import generated_images
 
     return generated_images(3, TINY_SIZE, seed=4242)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def isolated_store(tmp_path_factory):
+    """Commands record into the shared store; in tests that store is a session temp file."""
+    import os
+
+    path = tmp_path_factory.mktemp("store") / "store.sqlite"
+    previous = os.environ.get("MOBILEDEPTH_STORE")
+    os.environ["MOBILEDEPTH_STORE"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("MOBILEDEPTH_STORE", None)
+    else:
+        os.environ["MOBILEDEPTH_STORE"] = previous

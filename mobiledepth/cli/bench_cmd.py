@@ -9,6 +9,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from mobiledepth.cli.options import ingest_into_store, store_options
+
 
 def _ms(us) -> str:
     if us is None:
@@ -57,6 +59,7 @@ def render(results: list[dict], console: Console) -> None:
         )
 
 
+
 @click.command("bench")
 @click.argument("target", metavar="MODEL.tflite|RUN_DIR", type=click.Path(path_type=Path))
 @click.option("--device", "-d", "devices", multiple=True, default=("host",), show_default=True,
@@ -78,8 +81,9 @@ def render(results: list[dict], console: Console) -> None:
 @click.option("--profiles", "profiles_path", type=click.Path(path_type=Path), default=None,
               help="Extra device profiles YAML (default: $ANDROID_BENCH_PROFILES).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
+@store_options
 def bench(target, devices, serial, delegate, threads, runs, warmup, profile_ops, require_full_delegation,
-          benchmark_binary, invocations, run_timeout_s, profiles_path, as_json):
+          benchmark_binary, invocations, run_timeout_s, profiles_path, as_json, store_path, no_store):
     """Time MODEL.tflite, or every TFLite artifact of an export RUN_DIR, and write bench.json beside it."""
     from mobiledepth.bench import bench as run_bench
 
@@ -91,6 +95,8 @@ def bench(target, devices, serial, delegate, threads, runs, warmup, profile_ops,
         benchmark_binary=benchmark_binary, invocations=invocations, run_timeout_s=run_timeout_s,
         profiles_path=profiles_path,
     )
+    stored = ingest_into_store({**run.record, "results": run.results}, store_path, no_store,
+                               base_dir=run.record_path.parent)
     if as_json:
         click.echo(json.dumps({"record_path": str(run.record_path), "results": run.results}, indent=2))
     else:
@@ -98,5 +104,5 @@ def bench(target, devices, serial, delegate, threads, runs, warmup, profile_ops,
         if not console.is_terminal:  # piped or captured: do not squeeze the table to 80 columns
             console = Console(width=160)
         render(run.results, console)
-        console.print(f"wrote {run.record_path}", style="dim")
+        console.print(f"wrote {run.record_path}" + (f"; recorded in {stored}" if stored else ""), style="dim")
     return 1 if run.failed else 0

@@ -6,6 +6,8 @@ import json
 
 import click
 
+from mobiledepth.cli.options import ingest_into_store, store_options
+
 
 @click.command("export")
 @click.option("--model", "model", default=None, metavar="NAME|SPEC.yaml|module:factory",
@@ -20,7 +22,8 @@ import click
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory (default: runs/<model>-<HxW>).")
 @click.option("--quiet", is_flag=True, help="Print only the run directory (for CI).")
 @click.option("--json", "as_json", is_flag=True, help="Print the export record as JSON.")
-def export(model, checkpoint, input_size, precision, calibration_data, out, quiet, as_json):
+@store_options
+def export(model, checkpoint, input_size, precision, calibration_data, out, quiet, as_json, store_path, no_store):
     """Export a depth model to ONNX and TFLite (NHWC), training-only heads stripped, with parity
     against PyTorch measured for every artifact."""
     from rich.console import Console
@@ -43,6 +46,7 @@ def export(model, checkpoint, input_size, precision, calibration_data, out, quie
     with status:
         result = export_model(model=model, checkpoint=checkpoint, input_size=size, precisions=precisions,
                               calibration_data=calibration_data, out=out, progress=progress)
+    stored = ingest_into_store(result.record, store_path, no_store, base_dir=result.run_dir)
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
     if as_json:
@@ -51,6 +55,8 @@ def export(model, checkpoint, input_size, precision, calibration_data, out, quie
         click.echo(str(result.run_dir))
     else:
         _print_summary(console, result)
+        if stored:
+            console.print(f"recorded in {stored}", style="dim")
 
 
 def _print_summary(console, result) -> None:

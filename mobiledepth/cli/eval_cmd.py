@@ -1,0 +1,75 @@
+"""`mobiledepth eval`: WHDR of a torch / ONNX / TFLite model on a DIW-format dataset."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("eval")
+@click.option("--model", "model", required=True, help="Zoo name, checkpoint (.pt), .onnx or .tflite file.")
+@click.option("--backend", "backend", default=None, type=click.Choice(["torch", "onnx", "tflite"]),
+              help="Runtime [default: from the file suffix; a zoo name is torch].")
+@click.option("--data", "data", required=True, type=click.Path(path_type=str), help="Dataset root or CSV.")
+@click.option("--split", "split", default="test", show_default=True, help="CSV to use when --data is a folder.")
+@click.option("--batch-size", "batch_size", default=8, show_default=True, type=int)
+@click.option("--input-size", "input_size", default=None,
+              help="HxW for torch models [default: the checkpoint's, else the spec's, else 224x448].")
+@click.option("--disparity", is_flag=True, help="The model outputs disparity (larger = nearer): flip the sign.")
+@click.option("--skip-bad", "skip_bad", is_flag=True, help="Drop invalid samples instead of failing.")
+@click.option("--limit", "limit", default=None, type=int, help="Evaluate the first N images only.")
+@click.option("--json", "as_json", is_flag=True, help="Print the eval record as JSON instead of a table.")
+@click.option("--out", "out", default=None, type=click.Path(path_type=str), help="Write the eval record here.")
+@click.option("--store", "store_path", default=None, metavar="PATH",
+              help="Ingest the record into this store [default: the default store, if it exists].")
+@click.option("--no-store", "no_store", is_flag=True, help="Do not ingest into the store.")
+def eval_(model: str, backend: str | None, data: str, split: str, batch_size: int, input_size: str | None,
+          disparity: bool, skip_bad: bool, limit: int | None, as_json: bool, out: str | None,
+          store_path: str | None, no_store: bool) -> int:
+    """Measure WHDR (SPEC §3: strict, tie = error) of MODEL on a DIW-format dataset."""
+    import json
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from mobiledepth.cli.options import parse_input_size
+    from mobiledepth.errors import UserError
+    from mobiledepth.evaluate.evaluate import evaluate
+
+    size = parse_input_size(input_size) if input_size else None
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be at least 1, got {limit}")
+    with Progress(transient=True, disable=as_json) as bar:
+        task = bar.add_task("evaluating", total=None)
+        result = evaluate(model, data, backend=backend, split=split, batch_size=batch_size, input_size=size,
+                          depth_like=not disparity, skip_bad=skip_bad, limit=limit, out=out,
+                          progress=lambda done, total: bar.update(task, completed=done, total=total))
+    record = result.record()
+    stored = _ingest(record, store_path, no_store)
+    if as_json:
+        click.echo(json.dumps(record, indent=2))
+        return 0
+    console = Console(soft_wrap=True)
+    ds = record["dataset"]
+    console.print(f"WHDR {record['value']:.4f}  ({record['correct']}/{record['pairs']} pairs correct)  "
+                  f"{record['backend']} {record['precision'] or ''}  {model}")
+    console.print(f"dataset {ds['name']} ({ds['images']} images, sha256 {ds['hash'][:12]}), input "
+                  f"{record['input_size'][0]}x{record['input_size'][1]}, {result.seconds:.1f} s"
+                  + (f"; record: {out}" if out else "") + (f"; stored in {stored}" if stored else ""))
+    return 0
+
+
+def _ingest(record: dict, store_path: str | None, no_store: bool) -> str | None:
+    """Put the record into the store when asked, or when the default store already exists."""
+    if no_store:
+        return None
+    try:
+        from mobiledepth.report.store import default_store_path, open_store
+    except ImportError:
+        return None
+    from pathlib import Path
+
+    path = Path(store_path) if store_path else Path(default_store_path())
+    if store_path is None and not path.exists():
+        return None
+    open_store(path).ingest(record)
+    return str(path)

@@ -1,0 +1,98 @@
+"""``mobiledepth prune``: NetAdapt pruning to a latency measured on a device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+
+@click.command("prune")
+@click.option("--model", "-m", default=None, help="Spec of the checkpoint (default: the one stored in it).")
+@click.option("--checkpoint", "-c", type=click.Path(path_type=Path), default=None, help="Trained weights (.pt).")
+@click.option("--target-ms", type=float, default=None, help="Latency budget on the device, ms.")
+@click.option("--device", "-d", default="host", show_default=True, help="host or a phone profile (S21, ...).")
+@click.option("--delegate", type=click.Choice(["cpu", "gpu", "nnapi"]), default="cpu", show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--data", type=click.Path(path_type=Path), default=None, help="DIW-format data (train + held-out split).")
+@click.option("--lut", "lut_path", type=click.Path(path_type=Path), default=None,
+              help="Lookup table JSON (default: build it for the model, size, device and delegate).")
+@click.option("--input-size", default=None, help="Deploy HxW, where latency is measured (default: the spec's).")
+@click.option("--train-input-size", default=None, help="HxW for fine-tuning and WHDR (default: --input-size).")
+@click.option("--short-term-steps", type=int, default=100, show_default=True, help="Fine-tune steps per proposal.")
+@click.option("--long-term-steps", type=int, default=500, show_default=True, help="Fine-tune steps at the end.")
+@click.option("--initial-reduction", type=float, default=0.025, show_default=True, help="First step, fraction of R0.")
+@click.option("--decay", type=float, default=0.96, show_default=True, help="Step decay per iteration.")
+@click.option("--workers", type=int, default=1, show_default=True, help="Proposals evaluated in parallel processes.")
+@click.option("--multiple", type=int, default=8, show_default=True, help="Widths stay multiples of this.")
+@click.option("--min-width", type=int, default=8, show_default=True, help="No group below this width.")
+@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--val-split", default="test", show_default=True, help="Held-out split for WHDR.")
+@click.option("--val-limit", type=int, default=None, help="Use only the first N held-out images.")
+@click.option("--max-iterations", type=int, default=100, show_default=True)
+@click.option("--store", "store_path", type=click.Path(path_type=Path), default=None, help="Store file (default: the shared store).")
+@click.option("--no-store", is_flag=True, help="Do not put the results in the store.")
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=None, help="Run directory (default: runs/prune-<model>-<T>ms).")
+@click.option("--resume", type=click.Path(path_type=Path), default=None, help="Continue the run in RUN_DIR.")
+def prune(model, checkpoint, target_ms, device, delegate, threads, data, lut_path, input_size, train_input_size,
+          short_term_steps, long_term_steps, initial_reduction, decay, workers, multiple, min_width, batch_size, lr,
+          val_split, val_limit, max_iterations, store_path, no_store, out, resume) -> None:
+    """Shrink a model, channel group by channel group, until its latency on DEVICE is under --target-ms."""
+    from mobiledepth.cli.options import parse_input_size
+    from mobiledepth.errors import UserError
+    from mobiledepth.prune.netadapt import PruneSettings, prune as run_prune
+
+    console = Console()
+    store = False if no_store else store_path
+
+    def progress(event: str, info: dict) -> None:
+        if event == "proposal":
+            status = f"WHDR {info['whdr']:.4f}" if info.get("ok") else f"[red]failed[/] {info.get('error')}"
+            console.print(f"  iter {info['iteration']}: {info['group']} -> {info['width']}: {status}", highlight=False)
+        elif event == "proposals":
+            console.print(f"iteration {info['iteration']}: target {info['target_ms']:.3f} ms, {info['count']} proposals",
+                          highlight=False)
+        elif event == "iteration":
+            chosen = info.get("chosen")
+            what = f"{chosen['group']} -> {chosen['width']}" if chosen else "start"
+            measured = f", measured {info['measured_ms']:.3f} ms" if info.get("measured_ms") is not None else ""
+            console.print(f"[bold]iteration {info['iteration']}[/]: {what}; estimate {info['estimated_ms']:.3f} ms"
+                          f"{measured}; WHDR {info['whdr']:.4f}", highlight=False)
+        elif event == "measure":
+            console.print(f"  exporting and timing on {device} ({info['iteration']}) ...", style="dim")
+        elif event == "long_term":
+            console.print(f"long-term fine-tune ({info['steps']} steps) ...", style="dim")
+
+    if resume is not None:
+        result = run_prune(PruneSettings(model="", checkpoint="", target_ms=1, data="", lut="", workers=workers)
+                           if workers != 1 else None, resume=resume, store=store, progress=progress)
+    else:
+        missing = [name for name, value in (("--checkpoint", checkpoint), ("--target-ms", target_ms), ("--data", data))
+                   if value is None]
+        if missing:
+            raise UserError(f"prune needs {', '.join(missing)} (or --resume RUN_DIR); see 'mobiledepth prune --help'")
+        size = parse_input_size(input_size) if input_size else None
+        if lut_path is None:
+            from mobiledepth.arch import load_checkpoint, resolve_spec
+            from mobiledepth.prune.lut import build_lut
+
+            spec = resolve_spec(model) if model else load_checkpoint(checkpoint, with_heads=False)[1]
+            console.print(f"no --lut given: building the lookup table for {spec['name']} on {device}/{delegate} ...")
+            lut_path = build_lut(spec, size, device, delegate, threads).path
+        name = model or Path(checkpoint).stem
+        settings = PruneSettings(
+            model=model, checkpoint=str(checkpoint), target_ms=target_ms, data=str(data), lut=str(lut_path),
+            device=device, delegate=delegate, threads=threads, input_size=size,
+            train_input_size=parse_input_size(train_input_size) if train_input_size else None,
+            short_term_steps=short_term_steps, long_term_steps=long_term_steps, initial_reduction=initial_reduction,
+            decay=decay, workers=workers, multiple=multiple, min_width=min_width, batch_size=batch_size, lr=lr,
+            val_split=val_split, val_limit=val_limit, max_iterations=max_iterations)
+        out = out or Path("runs") / f"prune-{name}-{target_ms:g}ms"
+        result = run_prune(settings, out=out, store=store, progress=progress)
+    final = result.record["final"]
+    measured = f"{final['measured_ms']:.3f} ms measured" if final.get("measured_ms") is not None else "not measured"
+    console.print(f"[green]done[/]: {result.run_dir} — {measured} (target {result.record['target_ms']:g} ms), "
+                  f"estimate {final['estimated_ms']:.3f} ms, WHDR {final['whdr']:.4f}, "
+                  f"{len(result.record['iterations']) - 1} iterations", highlight=False)
