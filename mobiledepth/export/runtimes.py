@@ -165,6 +165,7 @@ def load_runtime(path: str | os.PathLike, threads: int | None = None, model: str
     if suffix in (".pt", ".pth", ".ckpt"):
         from mobiledepth.arch.checkpoint import load_checkpoint
 
-        net, spec, _ = load_checkpoint(path, spec=model, with_heads=False)
-        return TorchRuntime(net, tuple(spec.get("input_size", (256, 256))))
+        net, spec, meta = load_checkpoint(path, spec=model, with_heads=False)
+        size = (meta or {}).get("input_size") or spec.get("input_size") or (256, 256)
+        return TorchRuntime(net, tuple(size))
     raise UserError(f"unknown model file type '{suffix}' for {path}; use .pt, .onnx or .tflite")

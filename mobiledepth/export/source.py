@@ -69,15 +69,16 @@ def architecture_fingerprint(model) -> str:
     return sha256_json([(k, list(v.shape)) for k, v in model.state_dict().items()])
 
 
-def load_model_source(ref: str | None = None, checkpoint: str | os.PathLike | None = None) -> ModelSource:
-    """Build the model behind ``ref`` (default: the paper's), load ``checkpoint`` if given,
+def load_model_source(ref: str | dict | None = None, checkpoint: str | os.PathLike | None = None) -> ModelSource:
+    """Build the model behind ``ref`` (default: the checkpoint's spec, else the paper's), load ``checkpoint``,
     strip the training-only heads and switch to eval mode."""
     from mobiledepth.arch.checkpoint import load_state_dict_strict, read_checkpoint
     from mobiledepth.arch.spec import DEFAULT_MODEL, build_model, resolve_spec, spec_hash
 
-    ref = ref or DEFAULT_MODEL
     ckpt_data = read_checkpoint(checkpoint) if checkpoint else None
-    if is_factory_ref(ref):
+    if ref is None:  # a checkpoint knows its spec; otherwise the paper's model
+        ref = (ckpt_data or {}).get("spec") or DEFAULT_MODEL
+    if isinstance(ref, str) and is_factory_ref(ref):
         model = load_factory(ref)
         if hasattr(model, "strip_heads"):
             model.strip_heads()
@@ -85,10 +86,11 @@ def load_model_source(ref: str | None = None, checkpoint: str | os.PathLike | No
         default_size = tuple(getattr(model, "input_size", (256, 256)))
     else:
         spec = resolve_spec(ref)
-        kind = "yaml" if str(ref).endswith((".yaml", ".yml")) else "zoo"
+        kind = "yaml" if str(ref).endswith((".yaml", ".yml")) else ("checkpoint" if isinstance(ref, dict) else "zoo")
         name = spec["name"]
         model = build_model(spec, with_heads=False)
-        default_size = tuple(spec.get("input_size", (256, 256)))
+        trained_size = ((ckpt_data or {}).get("meta") or {}).get("input_size")
+        default_size = tuple(spec.get("input_size") or trained_size or (256, 256))
     if ckpt_data is not None:
         load_state_dict_strict(model, ckpt_data["state_dict"], str(checkpoint))
     model.eval()

@@ -1,0 +1,105 @@
+"""A torch-ready dataset over :class:`~mobiledepth.data.diw.DiwData` and its collate function.
+
+Each item is one image resized to the model input, with all of its pairs mapped to the
+resized grid (SPEC §2: floor + clamp, nudge on collision). ``collate`` pads the pairs of a
+batch to the longest list and returns a mask, so images with 1 and with 8 pairs can share
+a batch. torch is imported inside the functions that build tensors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mobiledepth.data.depthmap import find_depth, load_depth
+from mobiledepth.data.diw import DiwData, load_image, map_pair, resize_image, to_chw_float
+
+
+class DiwDataset:
+    """Indexable dataset: ``ds[i]`` -> dict of tensors (image, points, rel[, depth])."""
+
+    def __init__(
+        self,
+        data: DiwData,
+        input_size: tuple[int, int],
+        with_depth: bool = False,
+        cache: bool = False,
+    ) -> None:
+        self.data = data
+        self.input_size = tuple(input_size)
+        self.with_depth = with_depth
+        self.cache = cache
+        self._images: dict[int, np.ndarray] = {}
+        self._pairs = [self._map_pairs(sample) for sample in data.samples]
+
+    def __len__(self) -> int:
+        return len(self.data.samples)
+
+    def _map_pairs(self, sample) -> tuple[np.ndarray, np.ndarray]:
+        points = np.array([map_pair(p, self.input_size) for p in sample.pairs], dtype=np.int64).reshape(-1, 4)
+        rel = np.array([p.rel for p in sample.pairs], dtype=np.float32)
+        return points, rel
+
+    def image_uint8(self, index: int) -> np.ndarray:
+        """The resized uint8 H x W x 3 image (cached in memory when ``cache``)."""
+        if index in self._images:
+            return self._images[index]
+        image = resize_image(load_image(self.data.samples[index].image), self.input_size)
+        if self.cache:
+            self._images[index] = image
+        return image
+
+    def depth(self, index: int) -> np.ndarray:
+        """The companion depth map resized (bilinear) to the input size, float32 H x W."""
+        from PIL import Image
+
+        sample = self.data.samples[index]
+        path = find_depth(sample.image)
+        if path is None:
+            from mobiledepth.errors import UserError
+
+            raise UserError(f"no depth map beside {sample.image} (expected {sample.image.stem}.depth.npy)")
+        depth = load_depth(path)
+        height, width = self.input_size
+        if depth.shape != (height, width):
+            depth = np.array(Image.fromarray(depth).resize((width, height), Image.BILINEAR), dtype=np.float32)
+        return depth
+
+    def __getitem__(self, index: int) -> dict:
+        import torch
+
+        points, rel = self._pairs[index]
+        item = {
+            "image": torch.from_numpy(to_chw_float(self.image_uint8(index))),
+            "points": torch.from_numpy(points),
+            "rel": torch.from_numpy(rel),
+            "index": index,
+        }
+        if self.with_depth:
+            item["depth"] = torch.from_numpy(self.depth(index))[None]
+        return item
+
+
+def collate(batch: list[dict]) -> dict:
+    """Stack images; pad pairs to the longest list with a boolean ``mask`` (False = padding)."""
+    import torch
+
+    k = max(item["points"].shape[0] for item in batch)
+    n = len(batch)
+    points = torch.zeros(n, k, 4, dtype=torch.long)
+    rel = torch.zeros(n, k, dtype=torch.float32)
+    mask = torch.zeros(n, k, dtype=torch.bool)
+    for i, item in enumerate(batch):
+        m = item["points"].shape[0]
+        points[i, :m] = item["points"]
+        rel[i, :m] = item["rel"]
+        mask[i, :m] = True
+    out = {
+        "image": torch.stack([item["image"] for item in batch]),
+        "points": points,
+        "rel": rel,
+        "mask": mask,
+        "index": torch.tensor([item["index"] for item in batch]),
+    }
+    if "depth" in batch[0]:
+        out["depth"] = torch.stack([item["depth"] for item in batch])
+    return out

@@ -1,0 +1,360 @@
+"""The DIW ("Depth in the Wild", Chen et al. 2016) annotation format: read, validate, map.
+
+Layout (SPEC §2)::
+
+    ROOT/DIW_Annotations/DIW_test.csv      two lines per sample:
+        ./DIW_test/<sha1>.thumb            image path relative to ROOT ('./' stripped)
+        118,70,257,291,>,500,333           y_A,x_A,y_B,x_B,rel,width,height
+    ROOT/DIW_test/<sha1>.thumb             JPEG (some grayscale)
+
+Coordinates are 1-based, y first, in pixels of the original ``width x height`` image;
+``rel`` is ``>`` (A farther, +1), ``<`` (A closer, -1) or ``=`` (0). Several samples may name
+the same image: their pairs are grouped into one :class:`Sample` (that is how the synthetic
+training split stores several pairs per image, while staying plain DIW format).
+
+Everything here is numpy + PIL; nothing imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mobiledepth.errors import UserError
+
+RELATIONS: dict[str, int] = {">": 1, "<": -1, "=": 0}
+SYMBOLS: dict[int, str] = {v: k for k, v in RELATIONS.items()}
+PROBLEM_KINDS = ("malformed", "relation", "bounds", "escape", "missing")
+_KIND_TEXT = {
+    "malformed": "malformed line",
+    "relation": "unknown relation",
+    "bounds": "coordinate outside the image",
+    "escape": "path escapes the dataset root",
+    "missing": "missing image",
+}
+
+
+@dataclass(frozen=True)
+class OrdinalPair:
+    """One annotated pair, 0-based (y, x) in the original ``height x width`` image."""
+
+    ya: int
+    xa: int
+    yb: int
+    xb: int
+    rel: int
+    width: int
+    height: int
+    line: int = 0  # 1-based CSV line of the pair (for messages)
+
+    def to_csv(self) -> str:
+        """The pair as a DIW CSV line (1-based, y first)."""
+        return (
+            f"{self.ya + 1},{self.xa + 1},{self.yb + 1},{self.xb + 1},"
+            f"{SYMBOLS[self.rel]},{self.width},{self.height}"
+        )
+
+
+@dataclass
+class Sample:
+    """One image and all of its annotated pairs."""
+
+    path: str  # as written in the CSV, without a leading './'
+    image: Path  # ROOT / path
+    pairs: list[OrdinalPair] = field(default_factory=list)
+    line: int = 0  # 1-based CSV line where the image first appears
+
+    @property
+    def original_size(self) -> tuple[int, int]:
+        """(height, width) of the original image, from its first annotation."""
+        return self.pairs[0].height, self.pairs[0].width
+
+
+@dataclass(frozen=True)
+class Problem:
+    line: int
+    kind: str  # one of PROBLEM_KINDS
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}"
+
+
+@dataclass
+class ValidationReport:
+    """Every problem of an annotation file, found in one pass."""
+
+    csv: Path
+    root: Path
+    images: int
+    pairs: int
+    problems: list[Problem]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def counts(self) -> dict[str, int]:
+        """Number of problems per kind (only kinds that occur)."""
+        return dict(Counter(p.kind for p in self.problems))
+
+    def summary(self, first: int = 3) -> str:
+        """One line: the count per kind and the first few problem lines."""
+        if self.ok:
+            return f"{self.csv.name}: {self.images} images, {self.pairs} pairs, no problems"
+        kinds = ", ".join(f"{n} {_KIND_TEXT[k]}" for k, n in sorted(self.counts().items()))
+        shown = "; ".join(str(p) for p in self.problems[:first])
+        more = f"; ... {len(self.problems) - first} more" if len(self.problems) > first else ""
+        return f"{len(self.problems)} problem(s) in {self.csv} ({kinds}): {shown}{more}"
+
+
+@dataclass
+class DiwData:
+    """A loaded, validated dataset: the samples to use and where they came from."""
+
+    root: Path
+    csv: Path
+    samples: list[Sample]
+    report: ValidationReport
+    skipped_pairs: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.csv.stem
+
+    @property
+    def num_pairs(self) -> int:
+        return sum(len(s.pairs) for s in self.samples)
+
+    def hash(self) -> str:
+        """sha256 of the annotation CSV (the images are named by it; they are not hashed)."""
+        from mobiledepth.io import sha256_file
+
+        return sha256_file(self.csv)
+
+    def describe(self) -> dict:
+        """The ``dataset`` block of an eval record."""
+        return {
+            "name": self.name,
+            "root": str(self.root),
+            "csv": str(self.csv),
+            "hash": self.hash(),
+            "images": len(self.samples),
+            "pairs": self.num_pairs,
+            "skipped_pairs": self.skipped_pairs,
+        }
+
+
+# --------------------------------------------------------------------------- locating
+def resolve_annotations(data: str | os.PathLike, split: str | None = None) -> tuple[Path, Path]:
+    """Find ``(csv, root)`` from a dataset directory or a CSV path.
+
+    A CSV inside ``DIW_Annotations/`` has the folder above as its root, any other CSV its
+    own folder. A directory is searched for ``DIW_Annotations/*.csv`` and ``*.csv``; ``split``
+    (e.g. ``train`` or ``test``) picks the file whose name, without a ``DIW_`` prefix, starts
+    with it (``train`` picks ``DIW_train_val.csv``).
+    """
+    path = Path(data)
+    if not path.exists():
+        raise UserError(f"dataset not found: {path} (pass a DIW root folder or its annotation CSV)")
+    if path.is_file():
+        if path.suffix.lower() != ".csv":
+            raise UserError(f"{path} is not a .csv annotation file (pass the CSV or the dataset folder)")
+        root = path.parent.parent if path.parent.name == "DIW_Annotations" else path.parent
+        return path, root
+    candidates = sorted((path / "DIW_Annotations").glob("*.csv")) + sorted(path.glob("*.csv"))
+    if split:
+        candidates = [c for c in candidates if _split_name(c).startswith(split.lower())]
+    if not candidates:
+        what = f" for split '{split}'" if split else ""
+        raise UserError(
+            f"no annotation CSV{what} in {path} (expected DIW_Annotations/*.csv; "
+            "generate one with 'mobiledepth data synth' or pass the CSV path)"
+        )
+    if len(candidates) > 1:
+        names = ", ".join(str(c.relative_to(path)) for c in candidates)
+        raise UserError(f"several annotation CSVs in {path} ({names}); pass --split or the CSV path")
+    return candidates[0], path
+
+
+def _split_name(csv_path: Path) -> str:
+    """'DIW_train_val.csv' -> 'train_val' (the split a CSV holds, by name)."""
+    stem = csv_path.stem.lower()
+    return stem[4:] if stem.startswith("diw_") else stem
+
+
+# --------------------------------------------------------------------------- parsing
+def _parse_pair(text: str, line: int) -> tuple[OrdinalPair | None, list[Problem]]:
+    fields = [f.strip() for f in text.split(",")]
+    if len(fields) != 7:
+        return None, [Problem(line, "malformed", f"expected 7 fields y_A,x_A,y_B,x_B,rel,width,height, got {text!r}")]
+    rel_text = fields[4]
+    try:
+        ya, xa, yb, xb, width, height = (int(float(fields[i])) for i in (0, 1, 2, 3, 5, 6))
+    except ValueError:
+        return None, [Problem(line, "malformed", f"non-numeric coordinate in {text!r}")]
+    problems = []
+    if rel_text not in RELATIONS:
+        problems.append(Problem(line, "relation", f"unknown relation {rel_text!r} (expected >, < or =)"))
+    if width < 1 or height < 1:
+        problems.append(Problem(line, "bounds", f"image size {width}x{height} is not positive"))
+    else:
+        for name, y, x in (("A", ya, xa), ("B", yb, xb)):
+            if not (1 <= y <= height and 1 <= x <= width):
+                problems.append(
+                    Problem(line, "bounds", f"point {name} (y={y}, x={x}) outside the {width}x{height} image (1-based)")
+                )
+    if problems:
+        return None, problems
+    return OrdinalPair(ya - 1, xa - 1, yb - 1, xb - 1, RELATIONS[rel_text], width, height, line), []
+
+
+def _escapes(root: Path, rel_path: str) -> bool:
+    if os.path.isabs(rel_path):
+        return True
+    joined = os.path.normpath(os.path.join(str(root), rel_path))
+    base = os.path.normpath(str(root))
+    return os.path.commonpath([joined, base]) != base
+
+
+def read_annotations(
+    csv_path: str | os.PathLike, root: str | os.PathLike, check_files: bool = True
+) -> tuple[list[Sample], list[Problem], tuple[int, int]]:
+    """Parse a DIW CSV: samples (good pairs only), every problem found, and (images, pairs) in the file."""
+    csv_path, root = Path(csv_path), Path(root)
+    try:
+        lines = csv_path.read_text().splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"{csv_path} is not a text CSV (expected the DIW two-line format)") from None
+    # keep line numbers; drop blank lines
+    numbered = [(i + 1, text.strip()) for i, text in enumerate(lines) if text.strip()]
+    problems: list[Problem] = []
+    samples: dict[str, Sample] = {}
+    path_state: dict[str, bool] = {}  # rel path -> usable
+    total = 0
+    if len(numbered) % 2:
+        problems.append(Problem(numbered[-1][0], "malformed", "odd number of lines: an image path without its pair line"))
+        numbered = numbered[:-1]
+    for k in range(0, len(numbered), 2):
+        path_line, path_text = numbered[k]
+        pair_line, pair_text = numbered[k + 1]
+        total += 1
+        rel_path = path_text[2:] if path_text.startswith("./") else path_text
+        if "," in rel_path and rel_path.split(",")[0].strip().lstrip("-").isdigit():
+            problems.append(Problem(path_line, "malformed", f"expected an image path, got {path_text!r}"))
+            continue
+        if rel_path not in path_state:
+            usable = True
+            if _escapes(root, rel_path):
+                problems.append(Problem(path_line, "escape", f"image path {path_text!r} escapes the dataset root {root}"))
+                usable = False
+            elif check_files and not (root / rel_path).is_file():
+                problems.append(Problem(path_line, "missing", f"image {rel_path} not found under {root}"))
+                usable = False
+            path_state[rel_path] = usable
+        pair, pair_problems = _parse_pair(pair_text, pair_line)
+        problems.extend(pair_problems)
+        if pair is None or not path_state[rel_path]:
+            continue
+        sample = samples.get(rel_path)
+        if sample is None:
+            sample = samples[rel_path] = Sample(rel_path, root / rel_path, [], path_line)
+        sample.pairs.append(pair)
+    problems.sort(key=lambda p: p.line)
+    return list(samples.values()), problems, (len(path_state), total)
+
+
+def validate(data: str | os.PathLike, split: str | None = None, check_files: bool = True) -> ValidationReport:
+    """Check an annotation file completely and report every problem at once."""
+    csv_path, root = resolve_annotations(data, split)
+    _, problems, (images, pairs) = read_annotations(csv_path, root, check_files)
+    return ValidationReport(csv_path, root, images, pairs, problems)
+
+
+def load_dataset(
+    data: str | os.PathLike, split: str | None = None, skip_bad: bool = False, check_files: bool = True
+) -> DiwData:
+    """Read and validate a DIW-format dataset; raise one UserError listing all problems unless ``skip_bad``."""
+    csv_path, root = resolve_annotations(data, split)
+    samples, problems, (images, total) = read_annotations(csv_path, root, check_files)
+    report = ValidationReport(csv_path, root, images, total, problems)
+    if problems and not skip_bad:
+        raise UserError(report.summary() + " — fix the annotations or pass --skip-bad to drop bad samples")
+    kept = sum(len(s.pairs) for s in samples)
+    if not samples:
+        raise UserError(f"no usable samples in {csv_path} ({len(problems)} problem(s)); check the dataset root {root}")
+    return DiwData(root, csv_path, samples, report, skipped_pairs=total - kept)
+
+
+# --------------------------------------------------------------------------- images and coordinates
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image (JPEG ``.thumb`` or any PIL format) as uint8 H x W x 3; grayscale is replicated."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def prepare_image(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
+    """Load an image and resize it (bilinear) to ``size = (H, W)``: float32 3 x H x W in [0, 1]."""
+    return to_chw_float(resize_image(load_image(path), size))
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a uint8 H x W x 3 image to ``size = (H, W)``."""
+    from PIL import Image
+
+    height, width = size
+    if image.shape[:2] == (height, width):
+        return image
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+
+
+def to_chw_float(image: np.ndarray) -> np.ndarray:
+    """uint8 H x W x 3 -> float32 3 x H x W in [0, 1]."""
+    return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) / 255.0
+
+
+def map_points(ys, xs, src_size: tuple[int, int], dst_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Map 0-based pixel coordinates from a ``src (H, W)`` image to a ``dst (H, W)`` one: floor, then clamp."""
+    ys, xs = np.asarray(ys, dtype=np.int64), np.asarray(xs, dtype=np.int64)
+    (sh, sw), (dh, dw) = src_size, dst_size
+    my = np.clip((ys * dh) // sh, 0, dh - 1)
+    mx = np.clip((xs * dw) // sw, 0, dw - 1)
+    return my, mx
+
+
+def map_pair(pair: OrdinalPair, dst_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """A pair's (ya, xa, yb, xb) at ``dst_size``; if A and B land on one pixel, B is nudged one pixel.
+
+    The nudge goes along the axis on which B was farther from A in the original image, towards
+    where B was (the other direction, or the other axis, when that leaves the image).
+    """
+    (ya, yb), (xa, xb) = map_points([pair.ya, pair.yb], [pair.xa, pair.xb], (pair.height, pair.width), dst_size)
+    ya, xa, yb, xb = int(ya), int(xa), int(yb), int(xb)
+    if (ya, xa) != (yb, xb):
+        return ya, xa, yb, xb
+    dy, dx = pair.yb - pair.ya, pair.xb - pair.xa
+    sy, sx = (1 if dy >= 0 else -1), (1 if dx >= 0 else -1)
+    moves = [(0, sx), (sy, 0), (0, -sx), (-sy, 0)] if abs(dx) >= abs(dy) else [(sy, 0), (0, sx), (-sy, 0), (0, -sx)]
+    height, width = dst_size
+    for my, mx in moves:
+        ny, nx = yb + my, xb + mx
+        if 0 <= ny < height and 0 <= nx < width:
+            return ya, xa, ny, nx
+    return ya, xa, yb, xb  # a 1x1 target: nothing to nudge to
+
+
+def write_annotations(path: str | os.PathLike, entries: list[tuple[str, OrdinalPair]]) -> Path:
+    """Write ``(relative image path, pair)`` entries as a DIW CSV, atomically."""
+    from mobiledepth.io import write_text_atomic
+
+    lines = []
+    for rel_path, pair in entries:
+        lines.append(rel_path if rel_path.startswith("./") else "./" + rel_path)
+        lines.append(pair.to_csv())
+    return write_text_atomic(path, "\n".join(lines) + "\n")

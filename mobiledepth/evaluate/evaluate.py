@@ -1,0 +1,251 @@
+"""Evaluate a depth model on a DIW-format dataset: WHDR for torch, ONNX and TFLite alike.
+
+Images are resized (bilinear) to the model's input size, the model predicts relative depth,
+and each prediction is read at the annotated points of the *original* image size (see
+:mod:`mobiledepth.evaluate.whdr`). The same loop runs every backend: a backend is only a
+callable ``runtime(images_nchw_float01) -> (N, 1, h, w)``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from mobiledepth.data.diw import DiwData, load_dataset, prepare_image
+from mobiledepth.errors import UserError
+from mobiledepth.evaluate.whdr import WhdrResult, whdr_of_prediction
+
+BACKENDS = ("torch", "onnx", "tflite")
+DEFAULT_INPUT_SIZE = (224, 448)  # SPEC §5, DIW training input
+_SUFFIX_BACKEND = {".pt": "torch", ".pth": "torch", ".onnx": "onnx", ".tflite": "tflite"}
+
+
+def torch_runtime(model, input_size: tuple[int, int]):
+    """An in-memory torch module as a runtime (the export stage's ``TorchRuntime``)."""
+    from mobiledepth.export.runtimes import TorchRuntime
+
+    return TorchRuntime(model, tuple(input_size))
+
+
+@dataclass
+class EvalResult:
+    """What an evaluation measured and on what; ``record()`` is the store's eval record."""
+
+    whdr: WhdrResult
+    backend: str
+    dataset: dict
+    model_path: str | None = None
+    model_name: str | None = None
+    artifact_sha256: str | None = None
+    precision: str | None = None
+    input_size: tuple[int, int] | None = None
+    depth_like: bool = True
+    seconds: float = 0.0
+    per_image_correct: list[int] = field(default_factory=list, repr=False)
+
+    @property
+    def value(self) -> float:
+        return self.whdr.value
+
+    def record(self) -> dict:
+        """The eval record of the team contract (kind 'eval', schema 1)."""
+        return {
+            "kind": "eval",
+            "schema": 1,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "model_path": self.model_path,
+            "artifact_sha256": self.artifact_sha256,
+            "model_name": self.model_name,
+            "backend": self.backend,
+            "precision": self.precision,
+            "dataset": self.dataset,
+            "metric": "whdr",
+            "value": self.whdr.value,
+            "correct": self.whdr.correct,
+            "pairs": self.whdr.pairs,
+            "input_size": list(self.input_size) if self.input_size else None,
+            "depth_like": self.depth_like,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def write(self, path: str | os.PathLike) -> Path:
+        """Write the record as JSON atomically."""
+        from mobiledepth.io import write_json_atomic
+
+        return write_json_atomic(path, self.record())
+
+
+def evaluate_runtime(
+    runtime: Callable[[np.ndarray], np.ndarray],
+    data: DiwData,
+    input_size: tuple[int, int],
+    batch_size: int = 8,
+    depth_like: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[WhdrResult, list[int]]:
+    """WHDR of ``runtime`` over every sample of ``data``; also the correct count per image."""
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+    total = WhdrResult(0, 0)
+    per_image: list[int] = []
+    samples = data.samples
+    for start in range(0, len(samples), batch_size):
+        batch = samples[start : start + batch_size]
+        images = np.stack([prepare_image(s.image, input_size) for s in batch])
+        pred = np.asarray(runtime(images), dtype=np.float32)
+        if pred.ndim != 4 or pred.shape[0] != len(batch) or pred.shape[1] != 1:
+            raise UserError(f"model output has shape {pred.shape}, expected (N, 1, H, W); is it a depth model?")
+        for sample, depth in zip(batch, pred[:, 0]):
+            result = whdr_of_prediction(depth, sample.pairs, depth_like=depth_like)
+            per_image.append(result.correct)
+            total = total + result
+        if progress is not None:
+            progress(min(start + batch_size, len(samples)), len(samples))
+    return total, per_image
+
+
+def evaluate_module(
+    model, data: DiwData, input_size: tuple[int, int], batch_size: int = 8, depth_like: bool = True
+) -> WhdrResult:
+    """WHDR of an in-memory torch module (used by training and benchmarks)."""
+    was_training = model.training
+    result, _ = evaluate_runtime(torch_runtime(model, input_size), data, input_size, batch_size, depth_like)
+    model.train(was_training)
+    return result
+
+
+def infer_backend(model: str) -> str:
+    """Backend from the file suffix; a zoo name (no such file) is torch."""
+    suffix = Path(model).suffix.lower()
+    if suffix in _SUFFIX_BACKEND:
+        return _SUFFIX_BACKEND[suffix]
+    return "torch"
+
+
+def open_runtime(model: str, backend: str | None = None, input_size: tuple[int, int] | None = None):
+    """A runtime for a zoo name / checkpoint (torch) or an ONNX / TFLite file.
+
+    Returns ``(runtime, info)`` with info keys model_path, model_name, artifact_sha256, precision.
+    """
+    backend = backend or infer_backend(model)
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    path = Path(model)
+    expected = infer_backend(model) if path.suffix.lower() in _SUFFIX_BACKEND else "torch"
+    if expected != backend:
+        raise UserError(f"{model} is a {expected} model, not {backend}; pass --backend {expected}")
+    info = {"model_path": None, "model_name": None, "artifact_sha256": None, "precision": None}
+    if backend == "torch":
+        return _open_torch(model, input_size, info)
+    if not path.is_file():
+        raise UserError(f"model file {model} does not exist; check the path")
+    from mobiledepth.io import sha256_file
+
+    try:
+        from mobiledepth.export.runtimes import load_runtime
+    except ImportError:
+        raise UserError("the ONNX/TFLite runtimes (mobiledepth.export.runtimes) are not available in this install") from None
+    runtime = load_runtime(path)
+    info.update(model_path=str(path), artifact_sha256=sha256_file(path))
+    info["precision"] = getattr(runtime, "precision", None) or _precision_from_export_record(path)
+    if backend == "onnx" and info["precision"] is None:
+        info["precision"] = "fp32"
+    if input_size is not None and tuple(input_size) != tuple(runtime.input_size):
+        raise UserError(
+            f"{path.name} has a fixed input size {tuple(runtime.input_size)}; drop --input-size or re-export"
+        )
+    return runtime, info
+
+
+def _open_torch(model: str, input_size, info: dict):
+    from mobiledepth.arch import build_model, load_checkpoint
+
+    path = Path(model)
+    if path.is_file():
+        from mobiledepth.io import sha256_file
+
+        net, spec, meta = load_checkpoint(path, with_heads=False)
+        info.update(model_path=str(path), artifact_sha256=sha256_file(path))
+        size = input_size or meta.get("input_size") or spec.get("input_size") or DEFAULT_INPUT_SIZE
+    elif path.suffix.lower() in (".pt", ".pth"):
+        raise UserError(f"checkpoint {model} does not exist; check the path")
+    else:
+        net = build_model(model)
+        spec = net.spec
+        size = input_size or spec.get("input_size") or DEFAULT_INPUT_SIZE
+    info["model_name"] = spec.get("name")
+    info["precision"] = "fp32"
+    size = tuple(int(v) for v in size)
+    if size[0] % 32 or size[1] % 32:
+        raise UserError(f"input size {size[0]}x{size[1]} must be a multiple of 32 in both dimensions")
+    return torch_runtime(net, size), info
+
+
+def _precision_from_export_record(path: Path) -> str | None:
+    """The precision an ``export.json`` beside the artifact lists for it, if there is one."""
+    import json
+
+    record_path = path.parent / "export.json"
+    if not record_path.is_file():
+        return None
+    try:
+        record = json.loads(record_path.read_text())
+        for artifact in record.get("artifacts", []):
+            if Path(artifact.get("path", "")).name == path.name:
+                return artifact.get("precision")
+    except (ValueError, AttributeError):
+        return None
+    return None
+
+
+def evaluate(
+    model: str,
+    data: str | os.PathLike,
+    backend: str | None = None,
+    split: str | None = "test",
+    batch_size: int = 8,
+    input_size: tuple[int, int] | None = None,
+    depth_like: bool = True,
+    skip_bad: bool = False,
+    limit: int | None = None,
+    out: str | os.PathLike | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> EvalResult:
+    """WHDR of ``model`` (zoo name, checkpoint, .onnx or .tflite) on the dataset at ``data``.
+
+    Writes the eval record to ``out`` when given.
+    """
+    dataset = load_dataset(data, split=_split_for(data, split), skip_bad=skip_bad)
+    if limit is not None:
+        dataset.samples = dataset.samples[:limit]
+    runtime, info = open_runtime(model, backend, input_size)
+    start = time.perf_counter()
+    result, per_image = evaluate_runtime(runtime, dataset, tuple(runtime.input_size), batch_size, depth_like, progress)
+    outcome = EvalResult(
+        whdr=result,
+        backend=runtime.backend,
+        dataset=dataset.describe() | ({"limit": limit} if limit is not None else {}),
+        input_size=tuple(runtime.input_size),
+        depth_like=depth_like,
+        seconds=time.perf_counter() - start,
+        per_image_correct=per_image,
+        **info,
+    )
+    if limit is not None:
+        outcome.dataset["images"] = len(dataset.samples)
+        outcome.dataset["pairs"] = dataset.num_pairs
+    if out is not None:
+        outcome.write(out)
+    return outcome
+
+
+def _split_for(data, split: str | None) -> str | None:
+    """Use ``split`` only for a directory holding several CSVs; a CSV path is taken as given."""
+    path = Path(data)
+    return None if path.is_file() else split

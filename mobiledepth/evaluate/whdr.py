@@ -1,0 +1,94 @@
+"""WHDR, the Weighted Human Disagreement Rate of DIW (SPEC §3), and exact point sampling.
+
+A pair (A, B, r) is correct iff ``(z_A - z_B) * r > 0`` for a depth-like prediction
+(larger = farther); strict, so a tie is an error. For a disparity-like prediction
+(larger = nearer) the sign flips. WHDR = 1 - correct / pairs (every pair weighs 1 on DIW).
+
+Where z is read: the prediction (at the model's input resolution) is brought to the
+original image size (the annotation's ``width x height``) by bilinear interpolation with
+``align_corners=False`` — exactly ``torch.nn.functional.interpolate(pred, (height, width),
+mode='bilinear', align_corners=False)`` — and read at the 0-based annotated pixel.
+:func:`sample_bilinear` computes only the needed values of that resize, so no full-size map
+is ever materialised; the tests check it against torch's interpolate, borders included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class WhdrResult:
+    correct: int
+    pairs: int
+
+    @property
+    def value(self) -> float:
+        """1 - correct / pairs (nan for no pairs)."""
+        return 1.0 - self.correct / self.pairs if self.pairs else float("nan")
+
+    def __add__(self, other: "WhdrResult") -> "WhdrResult":
+        return WhdrResult(self.correct + other.correct, self.pairs + other.pairs)
+
+
+def pair_correct(z_a, z_b, rel, depth_like: bool = True, equal_tolerance: float | None = None) -> np.ndarray:
+    """Per-pair correctness: ``(z_A - z_B) * rel * sign > 0`` (strict).
+
+    ``rel`` is +1 (A farther), -1 (A closer) or 0 (equal). By SPEC §3's formula an ``=`` pair
+    can never be correct; pass ``equal_tolerance`` to count it correct when
+    ``|z_A - z_B| <= equal_tolerance`` instead.
+    """
+    z_a, z_b = np.asarray(z_a, dtype=np.float64), np.asarray(z_b, dtype=np.float64)
+    rel = np.asarray(rel, dtype=np.float64)
+    sign = 1.0 if depth_like else -1.0
+    correct = (z_a - z_b) * rel * sign > 0
+    if equal_tolerance is not None:
+        correct = np.where(rel == 0, np.abs(z_a - z_b) <= equal_tolerance, correct)
+    return correct
+
+
+def whdr(z_a, z_b, rel, depth_like: bool = True, equal_tolerance: float | None = None) -> WhdrResult:
+    """WHDR counts of predicted values at A and B against relations ``rel``."""
+    correct = pair_correct(z_a, z_b, rel, depth_like, equal_tolerance)
+    return WhdrResult(int(correct.sum()), int(correct.size))
+
+
+def _source_index(dst: np.ndarray, in_size: int, out_size) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """torch's bilinear (align_corners=False) source indices and weight along one axis."""
+    scale = np.float32(in_size) / np.asarray(out_size, dtype=np.float32)
+    src = (dst.astype(np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
+    src = np.maximum(src, np.float32(0.0))
+    i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    i1 = np.minimum(i0 + 1, in_size - 1)
+    lam = (src - i0).astype(np.float32)
+    return i0, i1, lam
+
+
+def sample_bilinear(pred: np.ndarray, ys, xs, out_size) -> np.ndarray:
+    """Values at 0-based ``(ys, xs)`` of ``pred`` (h x w) bilinearly resized to ``out_size = (H, W)``.
+
+    ``out_size`` may also be a pair of per-point arrays (heights, widths).
+    """
+    pred = np.asarray(pred, dtype=np.float32)
+    h, w = pred.shape
+    ys, xs = np.asarray(ys), np.asarray(xs)
+    y0, y1, ly = _source_index(ys, h, out_size[0])
+    x0, x1, lx = _source_index(xs, w, out_size[1])
+    top = (1 - lx) * pred[y0, x0] + lx * pred[y0, x1]
+    bottom = (1 - lx) * pred[y1, x0] + lx * pred[y1, x1]
+    return (1 - ly) * top + ly * bottom
+
+
+def whdr_of_prediction(pred: np.ndarray, pairs, depth_like: bool = True, equal_tolerance: float | None = None) -> WhdrResult:
+    """WHDR of one prediction map (h x w, any resolution) against the image's annotated pairs."""
+    if not pairs:
+        return WhdrResult(0, 0)
+    ys = np.array([[p.ya, p.yb] for p in pairs]).ravel()
+    xs = np.array([[p.xa, p.xb] for p in pairs]).ravel()
+    heights = np.repeat([p.height for p in pairs], 2)
+    widths = np.repeat([p.width for p in pairs], 2)
+    values = sample_bilinear(pred, ys, xs, (heights, widths)).reshape(-1, 2)
+    rel = np.array([p.rel for p in pairs])
+    return whdr(values[:, 0], values[:, 1], rel, depth_like, equal_tolerance)
