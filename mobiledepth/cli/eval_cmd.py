@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from mobiledepth.cli.options import ingest_into_store, store_options
+
 
 @click.command("eval")
 @click.option("--model", "model", required=True, help="Zoo name, checkpoint (.pt), .onnx or .tflite file.")
@@ -19,9 +21,7 @@ import click
 @click.option("--limit", "limit", default=None, type=int, help="Evaluate the first N images only.")
 @click.option("--json", "as_json", is_flag=True, help="Print the eval record as JSON instead of a table.")
 @click.option("--out", "out", default=None, type=click.Path(path_type=str), help="Write the eval record here.")
-@click.option("--store", "store_path", default=None, metavar="PATH",
-              help="Ingest the record into this store [default: the default store, if it exists].")
-@click.option("--no-store", "no_store", is_flag=True, help="Do not ingest into the store.")
+@store_options
 def eval_(model: str, backend: str | None, data: str, split: str, batch_size: int, input_size: str | None,
           disparity: bool, skip_bad: bool, limit: int | None, as_json: bool, out: str | None,
           store_path: str | None, no_store: bool) -> int:
@@ -44,7 +44,7 @@ def eval_(model: str, backend: str | None, data: str, split: str, batch_size: in
                           depth_like=not disparity, skip_bad=skip_bad, limit=limit, out=out,
                           progress=lambda done, total: bar.update(task, completed=done, total=total))
     record = result.record()
-    stored = _ingest(record, store_path, no_store)
+    stored = ingest_into_store(record, store_path, no_store)
     if as_json:
         click.echo(json.dumps(record, indent=2))
         return 0
@@ -56,20 +56,3 @@ def eval_(model: str, backend: str | None, data: str, split: str, batch_size: in
                   f"{record['input_size'][0]}x{record['input_size'][1]}, {result.seconds:.1f} s"
                   + (f"; record: {out}" if out else "") + (f"; stored in {stored}" if stored else ""))
     return 0
-
-
-def _ingest(record: dict, store_path: str | None, no_store: bool) -> str | None:
-    """Put the record into the store when asked, or when the default store already exists."""
-    if no_store:
-        return None
-    try:
-        from mobiledepth.report.store import default_store_path, open_store
-    except ImportError:
-        return None
-    from pathlib import Path
-
-    path = Path(store_path) if store_path else Path(default_store_path())
-    if store_path is None and not path.exists():
-        return None
-    open_store(path).ingest(record)
-    return str(path)

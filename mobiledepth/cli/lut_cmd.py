@@ -31,11 +31,13 @@ def lut() -> None:
 @click.option("--points", type=int, default=5, show_default=True, help="Grid points per channel dimension.")
 @click.option("--runs", type=int, default=30, show_default=True, help="Timed runs per layer model.")
 @click.option("--warmup", type=int, default=5, show_default=True)
+@click.option("--statistic", type=click.Choice(["median", "p5", "min"]), default="median", show_default=True,
+              help="Which statistic of the raw samples the estimates use (p5/min resist a busy machine).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
               help="Measurement cache (default: $MOBILEDEPTH_LUT_CACHE or ~/.cache/mobiledepth/lut).")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
               help="Table JSON (default: runs/lut/<model>-<HxW>-<device>-<delegate>.json).")
-def build(model, input_size, device, delegate, threads, multiple, points, runs, warmup, cache_dir, out) -> None:
+def build(model, input_size, device, delegate, threads, multiple, points, runs, warmup, statistic, cache_dir, out) -> None:
     """Measure single-layer models over a channel grid and write the table."""
     from rich.progress import Progress
 
@@ -52,7 +54,7 @@ def build(model, input_size, device, delegate, threads, multiple, points, runs, 
             bar.update(tasks[phase], completed=done)
 
         result = build_lut(model, _size(input_size), device, delegate, threads, out, multiple, points, runs, warmup,
-                           cache_dir=cache_dir, progress=progress)
+                           cache_dir=cache_dir, progress=progress, statistic=statistic)
     console.print(f"[green]wrote[/] {result.path}: {len(result.table.entries)} entries "
                   f"({result.measured} measured now, {result.reused} from the cache); "
                   f"build {result.convert_s:.1f} s, timing {result.time_s:.1f} s", highlight=False)
@@ -109,7 +111,7 @@ def validate(table, model, random_count, multipliers, runs, work_dir, seed) -> N
         raise UserError(f"--multipliers must be in (0, 1] (got {multipliers})")
     console = Console()
     report = validate_lut(table, model, random_count, mults, runs, work_dir, seed,
-                          progress=lambda name: console.print(f"exporting and timing {name} ...", style="dim"))
+                          progress=lambda what: console.print(f"{what} ...", style="dim"))
     grid = Table(title=f"LUT validation on {report['device']}/{report['delegate']}")
     for column in ("variant", "estimate ms", "measured ms", "error"):
         grid.add_column(column, justify="left" if column == "variant" else "right")

@@ -69,7 +69,7 @@ class EvalResult:
             "value": self.whdr.value,
             "correct": self.whdr.correct,
             "pairs": self.whdr.pairs,
-            "input_size": list(self.input_size) if self.input_size else None,
+            "input_size": [int(v) for v in self.input_size] if self.input_size else None,
             "depth_like": self.depth_like,
             "seconds": round(self.seconds, 3),
         }

@@ -1,0 +1,510 @@
+"""`mobiledepth report`: the store rendered as the paper's tables and figure, for your models and phones.
+
+One row per model x device x delegate (the latest result for each artifact / device / delegate /
+thread count), with p50, p90, the spread (p95 - p5), parameters, MACs and the WHDR measured for
+the same artifact (or, failing that, for the checkpoint it was exported from). The paper's
+reported figures (model cards in ``models/*.yaml``, key ``card.reported``) are added as
+reference rows, marked "reported, not measured". Flags: silent delegate fallback, partial
+delegation, failed run, stale artifact (its spec changed since export).
+
+Formats: Markdown, a single self-contained HTML page (the latency-vs-WHDR plot embedded as a
+base64 PNG), JSON and CSV.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import fnmatch
+import html
+import io
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from mobiledepth.errors import UserError
+from mobiledepth.report.store import ArtifactRow, BenchRow, EvalRow, Store
+
+FORMATS = ("md", "html", "json", "csv")
+REPORTED = "reported, not measured"
+FLAG_TEXT = {
+    "fallback": "silent delegate fallback: ran on CPU",
+    "partial": "partial delegation: some ops on CPU",
+    "failed": "FAILED run",
+    "stale": "stale: the model's spec changed since this artifact was exported",
+    "reported": REPORTED,
+}
+
+
+@dataclass
+class Row:
+    """One line of the latency / accuracy table (measured or reported)."""
+
+    source: str  # "measured" | "reported"
+    model: str
+    device: str
+    delegate: str | None
+    precision: str | None = None
+    threads: int | None = None
+    n: int | None = None
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    spread_ms: float | None = None  # p95 - p5
+    mean_ms: float | None = None
+    std_ms: float | None = None
+    params: int | None = None
+    macs: int | None = None
+    whdr: float | None = None
+    whdr_from: str | None = None  # "artifact" | "checkpoint" | "reported"
+    whdr_dataset: str | None = None
+    artifact_sha256: str | None = None
+    spec_status: str | None = None  # "current" | "stale" | "unknown"
+    flags: list[str] = field(default_factory=list)
+    error: str | None = None
+    tool: str | None = None
+    started_at: str | None = None
+
+
+@dataclass
+class Report:
+    """Everything a renderer needs."""
+
+    rows: list[Row]
+    generated_at: str
+    store_path: str
+    filters: dict[str, list[str]]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def measured(self) -> list[Row]:
+        return [r for r in self.rows if r.source == "measured"]
+
+
+# --------------------------------------------------------------------------- building
+
+def _norm(text: str) -> str:
+    """Case- and punctuation-insensitive form: 'Galaxy S21' ~ 'galaxy_s21' ~ 'galaxy-s21'."""
+    return re.sub(r"[^a-z0-9*?\[\]]", "", text.lower())
+
+
+def _matches(value: str | None, patterns: Sequence[str]) -> bool:
+    if not patterns:
+        return True
+    return value is not None and any(fnmatch.fnmatchcase(_norm(value), _norm(p)) for p in patterns)
+
+
+def _ms(us: Any) -> float | None:
+    return None if us is None else float(us) / 1000.0
+
+
+def spec_hash_checker() -> Callable[[str, str | None], str]:
+    """A cached ``(model_name, recorded_spec_hash) -> "current" | "stale" | "unknown"`` function.
+
+    The current hash comes from the model registry (``mobiledepth.arch``), imported lazily;
+    an unknown model or an unreadable spec gives "unknown", never an error.
+    """
+    cache: dict[str, set[str] | None] = {}
+
+    def current_hashes(name: str) -> set[str] | None:
+        if name not in cache:
+            try:
+                from mobiledepth.arch import resolve_spec, spec_hash
+                from mobiledepth.io import sha256_json
+
+                spec = resolve_spec(name)
+                cache[name] = {spec_hash(spec), sha256_json(spec)}
+            except Exception:  # unknown model, broken YAML, arch not importable: we cannot tell
+                cache[name] = None
+        return cache[name]
+
+    def status(name: str, recorded: str | None) -> str:
+        if not name or not recorded:
+            return "unknown"
+        hashes = current_hashes(name)
+        if hashes is None:
+            return "unknown"
+        return "current" if recorded in hashes else "stale"
+
+    return status
+
+
+def model_card_paths() -> list[Path]:
+    """The model YAML files (the registry's directories; ``models/`` of the repository by default)."""
+    try:
+        from mobiledepth.arch.spec import registry
+
+        return list(registry().values())
+    except Exception:
+        repo_models = Path(__file__).resolve().parents[2] / "models"
+        return sorted(repo_models.glob("*.y*ml"))
+
+
+def _card_rows(model: str, reported: dict) -> list[Row]:
+    """Rows of one ``reported`` mapping: params_m, whdr, latency_ms {device: {delegate: ms}}."""
+    params_m = reported.get("params_m")
+    params = int(round(float(params_m) * 1e6)) if params_m is not None else None
+    whdr = reported.get("whdr")
+    common = dict(source="reported", model=model, params=params, whdr=whdr,
+                  whdr_from="reported" if whdr is not None else None, flags=["reported"])
+    latency = reported.get("latency_ms") or {}
+    if not latency:
+        return [Row(device="-", delegate=None, **common)]
+    return [
+        Row(device=str(device), delegate=str(delegate), p50_ms=float(ms), **common)
+        for device, per_delegate in latency.items()
+        for delegate, ms in (per_delegate or {}).items()
+    ]
+
+
+def reported_rows(card_paths: Iterable[Path], notes: list[str] | None = None) -> list[Row]:
+    """Reference rows from each model YAML's ``card.reported`` (and ``card.reported_variants``).
+
+    A model without a card is skipped; a variant row is named ``<model> / <variant name>``.
+    """
+    import yaml
+
+    rows: list[Row] = []
+    for path in card_paths:
+        try:
+            doc = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            if notes is not None:
+                notes.append(f"model card {path} skipped: {str(exc).splitlines()[0]}")
+            continue
+        card = doc.get("card") if isinstance(doc, dict) else None
+        if not isinstance(card, dict):
+            continue
+        name = str(doc.get("name") or Path(path).stem)
+        if isinstance(card.get("reported"), dict):
+            rows += _card_rows(name, card["reported"])
+        for variant in card.get("reported_variants") or []:
+            if isinstance(variant, dict) and variant.get("name"):
+                rows += _card_rows(f"{name} / {variant['name']}", variant)
+    return rows
+
+
+def _latest_per_combo(results: list[BenchRow]) -> list[BenchRow]:
+    """The newest result per artifact x device x delegate x threads (results come oldest first)."""
+    latest: dict[tuple, BenchRow] = {}
+    for r in results:
+        key = (r.artifact_sha256, r.device_profile, r.device_serial, r.delegate, r.threads, r.precision)
+        latest[key] = r
+    return list(latest.values())
+
+
+def _accuracy(artifact: ArtifactRow | None, sha: str | None, evals: list[EvalRow]) -> tuple[float | None, str | None, str | None]:
+    """WHDR of the artifact itself, else of the checkpoint it was exported from (newest wins)."""
+    whdr = [e for e in evals if (e.metric or "").lower() == "whdr"]
+    for key, origin in ((sha, "artifact"), (artifact.checkpoint_sha256 if artifact else None, "checkpoint")):
+        if key:
+            hits = [e for e in whdr if e.artifact_sha256 == key]
+            if hits:
+                return hits[-1].value, origin, hits[-1].dataset_name
+    return None, None, None
+
+
+def _device_label(r: BenchRow, multi_serial: set[str]) -> str:
+    name = r.device_profile or r.device_model_code or "unknown device"
+    if r.device_profile in multi_serial and r.device_serial:
+        name = f"{name} #{r.device_serial}"
+    return name
+
+
+def _measured_row(r: BenchRow, artifact: ArtifactRow | None, evals: list[EvalRow], device: str,
+                  spec_status: Callable[[str, str | None], str]) -> Row:
+    model = (artifact.model_name if artifact else None) or r.model_name
+    if not model:
+        model = Path(r.raw.get("model_path") or "").name or (r.artifact_sha256 or "?")[:12]
+    stats = r.stats or {}
+    spread = None
+    if stats.get("p95") is not None and stats.get("p5") is not None:
+        spread = _ms(stats["p95"] - stats["p5"])
+    whdr, whdr_from, dataset = _accuracy(artifact, r.artifact_sha256, evals)
+    status = spec_status(model, artifact.spec_hash if artifact else None)
+    flags = []
+    if r.failed:
+        flags.append("failed")
+    if r.fallback:
+        flags.append("fallback")
+    elif r.delegation_status == "partial":
+        flags.append("partial")
+    if status == "stale":
+        flags.append("stale")
+    return Row(
+        source="measured", model=model, device=device, delegate=r.delegate,
+        precision=r.precision or (artifact.precision if artifact else None), threads=r.threads,
+        n=stats.get("count") if not r.failed else 0,
+        p50_ms=None if r.failed else _ms(stats.get("median")),
+        p90_ms=None if r.failed else _ms(stats.get("p90")),
+        spread_ms=None if r.failed else spread,
+        mean_ms=None if r.failed else _ms(stats.get("mean")),
+        std_ms=None if r.failed else _ms(stats.get("std")),
+        params=artifact.params if artifact else None, macs=artifact.macs if artifact else None,
+        whdr=whdr, whdr_from=whdr_from, whdr_dataset=dataset, artifact_sha256=r.artifact_sha256,
+        spec_status=status, flags=flags, error=r.error, tool=r.tool, started_at=r.started_at,
+    )
+
+
+def build_report(
+    store: Store,
+    devices: Sequence[str] = (),
+    models: Sequence[str] = (),
+    card_paths: Iterable[Path] | None = None,
+    spec_status: Callable[[str, str | None], str] | None = None,
+) -> Report:
+    """Collect the rows of the report from ``store``, filtered by device / model globs.
+
+    A filter that matches nothing (measured or reported) is a UserError listing what exists.
+    """
+    spec_status = spec_status or spec_hash_checker()
+    notes: list[str] = []
+    artifacts = store.artifacts()
+    evals = store.evals()
+    results = _latest_per_combo(store.bench_results())
+    serials: dict[str, set] = {}
+    for r in results:
+        serials.setdefault(r.device_profile, set()).add(r.device_serial)
+    multi_serial = {p for p, s in serials.items() if len(s) > 1}
+    measured = [
+        _measured_row(r, artifacts.get(r.artifact_sha256), evals, _device_label(r, multi_serial), spec_status)
+        for r in results
+    ]
+    reported = reported_rows(model_card_paths() if card_paths is None else card_paths, notes)
+    everything = measured + reported
+    for label, patterns, attr in (("device", devices, "device"), ("model", models, "model")):
+        for pattern in patterns:
+            if not any(_matches(getattr(row, attr), [pattern]) for row in everything):
+                known = sorted({getattr(row, attr) for row in everything if getattr(row, attr) != "-"})
+                listing = ", ".join(known) if known else "none (the store is empty: run bench or 'store import')"
+                raise UserError(f"no {label} matches '{pattern}'; known {label}s: {listing}")
+    rows = [
+        row for row in everything
+        if _matches(row.model, models) and _matches(row.device, devices)
+    ]
+    rows.sort(key=lambda r: (r.source != "measured", r.model, r.device, r.delegate or "", r.precision or "", r.threads or 0))
+    return Report(
+        rows=rows,
+        generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        store_path=str(store.path),
+        filters={"device": list(devices), "model": list(models)},
+        notes=notes,
+    )
+
+
+# --------------------------------------------------------------------------- the picture
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points not dominated in (latency, error) — lower is better on both — sorted by latency."""
+    front: list[tuple[float, float]] = []
+    best_error = float("inf")
+    for latency, error in sorted(points):
+        if error < best_error:
+            front.append((latency, error))
+            best_error = error
+    return front
+
+
+def plot_points(report: Report) -> list[dict]:
+    """One point per model x device (its fastest successful delegate) having both p50 and WHDR."""
+    best: dict[tuple, Row] = {}
+    for row in report.rows:
+        if row.p50_ms is None or row.whdr is None or "failed" in row.flags:
+            continue
+        key = (row.source, row.model, row.device)
+        if key not in best or row.p50_ms < best[key].p50_ms:
+            best[key] = row
+    # a reported 'Galaxy S21' and a measured 'galaxy_s21' are one device: one colour, one name
+    labels: dict[str, str] = {}
+    for r in sorted(best.values(), key=lambda r: r.source != "measured"):
+        labels.setdefault(_norm(r.device), r.device)
+    return [
+        {"source": r.source, "model": r.model, "device": labels[_norm(r.device)], "delegate": r.delegate,
+         "latency_ms": r.p50_ms, "whdr": r.whdr, "params": r.params}
+        for r in best.values()
+    ]
+
+
+def render_plot_png(report: Report, dpi: int = 110) -> bytes:
+    """Latency (p50) vs WHDR, a point per model per device, area by parameters, Pareto front per device."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = plot_points(report)
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=dpi)
+    try:
+        devices = sorted({p["device"] for p in points})
+        colors = {d: plt.cm.tab10(i % 10) for i, d in enumerate(devices)}
+        max_latency = max((p["latency_ms"] for p in points), default=1.0)
+        for p in points:
+            size = 40 + 120 * (p["params"] / 1e6) if p["params"] else 60
+            measured = p["source"] == "measured"
+            ax.scatter(p["latency_ms"], p["whdr"], s=size, color=colors[p["device"]] if measured else "none",
+                       edgecolors=colors[p["device"]], linewidths=1.5, marker="o" if measured else "D", zorder=3)
+            label = p["model"].split(" / ")[-1]  # a card variant: its own name is enough
+            right = p["latency_ms"] > 0.7 * max_latency  # near the right edge: label on the left
+            ax.annotate(f"{label} ({p['delegate']})", (p["latency_ms"], p["whdr"]), fontsize=7,
+                        xytext=(-6 if right else 6, 5), textcoords="offset points", ha="right" if right else "left")
+        for device in devices:
+            for source, style in (("measured", "-"), ("reported", ":")):
+                front = pareto_front([(p["latency_ms"], p["whdr"]) for p in points
+                                      if p["device"] == device and p["source"] == source])
+                if len(front) > 1:
+                    xs, ys = zip(*front)
+                    ax.plot(xs, ys, style, color=colors[device], linewidth=1.2, zorder=2)
+            ax.scatter([], [], color=colors[device], label=device)
+        if any(p["source"] == "reported" for p in points):
+            ax.scatter([], [], color="none", edgecolors="gray", marker="D", label=REPORTED)
+        if not points:
+            ax.text(0.5, 0.5, "no model has both a latency and a WHDR yet\n(run bench and eval, or store import)",
+                    ha="center", va="center", transform=ax.transAxes)
+        else:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="device", title_fontsize=7)
+            ax.margins(x=0.15, y=0.12)
+        ax.set_xlabel("latency p50 (ms, fastest delegate per device)")
+        ax.set_ylabel("WHDR (lower is better)")
+        ax.set_title("Latency vs accuracy (marker area ~ parameters; lines: Pareto front per device)", fontsize=9)
+        ax.grid(True, alpha=0.3)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------- renderers
+
+COLUMNS = (
+    ("model", "model"), ("precision", "precision"), ("device", "device"), ("delegate", "delegate"),
+    ("threads", "threads"), ("n", "n"), ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"),
+    ("spread_ms", "spread ms (p95-p5)"), ("params", "params M"), ("macs", "MACs G"), ("whdr", "WHDR"),
+    ("flags", "flags"),
+)
+
+
+def _cell(row: Row, key: str) -> str:
+    value = getattr(row, key)
+    if key == "flags":
+        parts = [FLAG_TEXT[f] for f in row.flags]
+        if "failed" in row.flags and row.error:
+            parts[parts.index(FLAG_TEXT["failed"])] = f"FAILED run: {row.error}"
+        return "; ".join(parts)
+    if value is None:
+        return "-"
+    if key == "params":
+        return f"{value / 1e6:.2f}"
+    if key == "macs":
+        return f"{value / 1e9:.2f}"
+    if key == "whdr":
+        suffix = " (ckpt)" if row.whdr_from == "checkpoint" else ""
+        return f"{value:.4f}{suffix}"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def _legend() -> list[str]:
+    return [
+        "p50 / p90: median and 90th percentile of the raw timed runs; spread: p95 - p5 (the width of the middle 90 %).",
+        "WHDR: of the same artifact (sha256); '(ckpt)' = measured on the checkpoint it was exported from.",
+        f"Rows marked '{REPORTED}' are the paper's figures from the model cards in models/*.yaml.",
+    ]
+
+
+def render_markdown(report: Report) -> str:
+    """The report as a GitHub-flavoured Markdown table."""
+    lines = ["# mobiledepth report", "",
+             f"Generated {report.generated_at} from `{report.store_path}`."]
+    active = {k: v for k, v in report.filters.items() if v}
+    if active:
+        lines.append("Filters: " + ", ".join(f"{k} = {', '.join(v)}" for k, v in active.items()) + ".")
+    lines += ["", "| " + " | ".join(t for _, t in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in report.rows:
+        lines.append("| " + " | ".join(_cell(row, k).replace("|", "\\|") for k, _ in COLUMNS) + " |")
+    if not report.rows:
+        lines.append("| " + " | ".join(["(no results)"] + [""] * (len(COLUMNS) - 1)) + " |")
+    lines += [""] + [f"- {text}" for text in _legend()] + [f"- note: {n}" for n in report.notes]
+    return "\n".join(lines) + "\n"
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:24px;color:#222}
+table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
+th{background:#eef}td.l{text-align:left}tr.reported td{background:#f6f6f6;color:#555;font-style:italic}
+.flag{display:inline-block;border-radius:3px;padding:0 4px;margin:1px;font-size:11px;font-style:normal}
+.failed{background:#d33;color:#fff}.fallback{background:#f90}.partial{background:#fd6}
+.stale{background:#96f;color:#fff}.reported{background:#ccc}img{max-width:100%;margin-top:16px}
+"""
+
+
+def render_html(report: Report, png: bytes | None = None) -> str:
+    """One self-contained HTML page: the table, the flags, and the plot as an inline PNG."""
+    png = render_plot_png(report) if png is None else png
+    head = "".join(f"<th>{html.escape(t)}</th>" for _, t in COLUMNS)
+    body = []
+    for row in report.rows:
+        cells = []
+        for key, _ in COLUMNS:
+            if key == "flags":
+                spans = []
+                for flag in row.flags:
+                    text = FLAG_TEXT[flag] + (f": {row.error}" if flag == "failed" and row.error else "")
+                    spans.append(f'<span class="flag {flag}">{html.escape(text)}</span>')
+                cells.append(f'<td class="l">{"".join(spans)}</td>')
+            else:
+                cls = ' class="l"' if key in ("model", "precision", "device", "delegate") else ""
+                cells.append(f"<td{cls}>{html.escape(_cell(row, key))}</td>")
+        body.append(f'<tr class="{row.source}">{"".join(cells)}</tr>')
+    if not report.rows:
+        body.append(f'<tr><td class="l" colspan="{len(COLUMNS)}">(no results)</td></tr>')
+    legend = "".join(f"<li>{html.escape(t)}</li>" for t in _legend() + [f"note: {n}" for n in report.notes])
+    image = base64.b64encode(png).decode()
+    return (
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>mobiledepth report</title>"
+        f"<style>{_CSS}</style></head><body><h1>mobiledepth report</h1>"
+        f"<p>Generated {html.escape(report.generated_at)} from <code>{html.escape(report.store_path)}</code></p>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table><ul>{legend}</ul>"
+        f'<img alt="latency vs WHDR" src="data:image/png;base64,{image}"></body></html>\n'
+    )
+
+
+def report_dict(report: Report) -> dict:
+    """The report as plain JSON-able data."""
+    return {
+        "kind": "report", "schema": 1, "generated_at": report.generated_at, "store": report.store_path,
+        "filters": report.filters, "notes": report.notes,
+        "rows": [{**asdict(r), "flag_text": [FLAG_TEXT[f] for f in r.flags]} for r in report.rows],
+        "plot_points": plot_points(report),
+    }
+
+
+CSV_FIELDS = [f for f in Row.__dataclass_fields__]
+
+
+def render_csv(report: Report) -> str:
+    """One CSV line per row; flags joined with ';'."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in report.rows:
+        data = asdict(row)
+        data["flags"] = ";".join(FLAG_TEXT[f] for f in row.flags)
+        writer.writerow(data)
+    return buffer.getvalue()
+
+
+def render(report: Report, fmt: str) -> str:
+    """Render ``report`` in one of FORMATS."""
+    if fmt == "md":
+        return render_markdown(report)
+    if fmt == "html":
+        return render_html(report)
+    if fmt == "json":
+        return json.dumps(report_dict(report), indent=2) + "\n"
+    if fmt == "csv":
+        return render_csv(report)
+    raise UserError(f"unknown report format '{fmt}'; use one of {', '.join(FORMATS)}")

@@ -1,0 +1,625 @@
+"""The shared latency / accuracy store: one SQLite file that every export, bench and eval feeds.
+
+Default location: ``$MOBILEDEPTH_STORE`` if set, else ``$XDG_DATA_HOME/mobiledepth/store.sqlite``
+(``~/.local/share/mobiledepth/store.sqlite`` when ``XDG_DATA_HOME`` is unset). The file is
+created on first use. Everything is keyed by the artifact's content hash (sha256), so a
+benchmark made on a phone in a lab and a WHDR measured in CI meet in one report.
+
+Safety:
+- WAL journal, a busy timeout and ``BEGIN IMMEDIATE`` transactions: many processes may
+  ingest at once and nothing is lost; readers never block writers.
+- One record = one transaction: a crash (or an exception) mid-ingest leaves no half record.
+- Raw benchmark samples are stored as given; statistics are derived from them on read.
+- ``schema_version`` + an ordered list of migrations: a newer mobiledepth upgrades an older
+  store in place (inside a transaction); an older mobiledepth refuses a newer store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import statistics
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from mobiledepth.errors import UserError
+from mobiledepth.io import sha256_json
+
+RECORD_SCHEMA = 1  # the version of the JSON records (export.json, bench.json, eval) we read
+BUSY_TIMEOUT_MS = 60_000
+STORE_MARKER_TABLE = "mobiledepth_schema"
+
+
+def default_store_path() -> Path:
+    """``$MOBILEDEPTH_STORE``, else ``$XDG_DATA_HOME/mobiledepth/store.sqlite`` (XDG default ~/.local/share)."""
+    env = os.environ.get("MOBILEDEPTH_STORE")
+    if env:
+        return Path(env).expanduser()
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home).expanduser() / "mobiledepth" / "store.sqlite"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------------------- migrations
+# Migration N brings a store from version N-1 to N. Never edit a released migration: add one.
+
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    """Run ';'-separated DDL inside the caller's transaction (``executescript`` would commit it)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _migration_1(conn: sqlite3.Connection) -> None:
+    """v1: artifacts, benchmark results with raw samples, evaluations."""
+    _run_script(
+        conn,
+        """
+        CREATE TABLE artifacts (
+            sha256 TEXT PRIMARY KEY,
+            model_name TEXT, spec_hash TEXT, params INTEGER, macs INTEGER,
+            format TEXT, precision TEXT, layout TEXT,
+            input_h INTEGER, input_w INTEGER,
+            size_bytes INTEGER, parity TEXT,
+            checkpoint_sha256 TEXT, path TEXT,
+            created_at TEXT, ingested_at TEXT NOT NULL,
+            raw TEXT NOT NULL
+        );
+        CREATE TABLE bench_results (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            artifact_sha256 TEXT, model_name TEXT, model_path TEXT, precision TEXT,
+            device_profile TEXT, device_serial TEXT, device_model_code TEXT, soc TEXT, android TEXT,
+            delegate TEXT, threads INTEGER, tool TEXT, tool_version TEXT,
+            runs INTEGER, warmup INTEGER,
+            samples_us TEXT, samples_kind TEXT, tool_stats TEXT,
+            init_us REAL, first_inference_us REAL, warmup_avg_us REAL,
+            memory TEXT, delegation_status TEXT, delegation TEXT,
+            fallback INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0, error TEXT,
+            started_at TEXT, duration_s REAL, ingested_at TEXT NOT NULL,
+            raw TEXT NOT NULL
+        );
+        CREATE TABLE evals (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            artifact_sha256 TEXT, model_name TEXT, model_path TEXT, backend TEXT, precision TEXT,
+            dataset_name TEXT, dataset_hash TEXT, metric TEXT, value REAL,
+            correct INTEGER, pairs INTEGER, created_at TEXT, ingested_at TEXT NOT NULL,
+            raw TEXT NOT NULL
+        );
+        CREATE INDEX bench_by_artifact ON bench_results(artifact_sha256);
+        CREATE INDEX evals_by_artifact ON evals(artifact_sha256);
+        """
+    )
+
+
+def _migration_2(conn: sqlite3.Connection) -> None:
+    """v2: a content key per bench result and eval so importing the same file twice adds nothing."""
+    for table in ("bench_results", "evals"):
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN record_key TEXT")
+        rows = conn.execute(f"SELECT id, raw FROM {table} ORDER BY id").fetchall()
+        seen: set[str] = set()
+        for row_id, raw in rows:  # backfill; drop exact duplicates an old store may hold
+            key = sha256_json(json.loads(raw))
+            if key in seen:
+                conn.execute(f"DELETE FROM {table} WHERE id = ?", (row_id,))
+            else:
+                seen.add(key)
+                conn.execute(f"UPDATE {table} SET record_key = ? WHERE id = ?", (key, row_id))
+        conn.execute(f"CREATE UNIQUE INDEX {table}_by_key ON {table}(record_key)")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migration_1, _migration_2]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+# --------------------------------------------------------------------------- opening
+
+def _check_existing_file(path: Path) -> None:
+    """Refuse (without touching it) a file that is not a mobiledepth store, or is too new."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    if path.is_dir():
+        raise UserError(f"store path {path} is a directory; pass a file path with --store or MOBILEDEPTH_STORE")
+    fix = "pass another path with --store or MOBILEDEPTH_STORE"
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            version = None
+            if STORE_MARKER_TABLE in tables:
+                row = conn.execute(f"SELECT MAX(version) FROM {STORE_MARKER_TABLE}").fetchone()
+                version = row[0]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise UserError(f"{path} is not a mobiledepth store (sqlite: {exc}); {fix}") from None
+    if STORE_MARKER_TABLE not in tables:
+        if tables:
+            raise UserError(f"{path} is an SQLite file but not a mobiledepth store; {fix}")
+        return
+    if version is not None and version > SCHEMA_VERSION:
+        raise UserError(
+            f"store {path} has schema v{version}, newer than this mobiledepth understands "
+            f"(v{SCHEMA_VERSION}); upgrade mobiledepth"
+        )
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if mode.lower() != "wal":  # e.g. a network file system; still safe, just slower
+        conn.execute("PRAGMA journal_mode = DELETE")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
+    """Bring the store on ``conn`` up to schema ``target`` in one write transaction; return it."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {STORE_MARKER_TABLE} ("
+            "version INTEGER NOT NULL, applied_at TEXT NOT NULL, mobiledepth_version TEXT)"
+        )
+        current = conn.execute(f"SELECT COALESCE(MAX(version), 0) FROM {STORE_MARKER_TABLE}").fetchone()[0]
+        from mobiledepth import __version__
+
+        for version in range(current + 1, target + 1):
+            MIGRATIONS[version - 1](conn)
+            conn.execute(f"INSERT INTO {STORE_MARKER_TABLE} VALUES (?, ?, ?)", (version, _now(), __version__))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return max(current, target)
+
+
+def open_store(path: str | os.PathLike | None = None) -> "Store":
+    """Open (creating on first use, migrating if older) the store at ``path`` or the default path."""
+    store_path = Path(path).expanduser() if path is not None else default_store_path()
+    _check_existing_file(store_path)
+    store_path.parent.mkdir(parents=True, exist_ok=True)
+    conn = _connect(store_path)
+    try:
+        migrate(conn)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise UserError(f"cannot open store {store_path}: {exc}; pass another path with --store") from None
+    return Store(store_path, conn)
+
+
+# --------------------------------------------------------------------------- records
+
+@dataclass
+class IngestSummary:
+    """What one ``ingest`` call added: counts per table and how many were already there."""
+
+    kind: str
+    artifacts: int = 0
+    bench_results: int = 0
+    evals: int = 0
+    duplicates: int = 0
+
+    def __iadd__(self, other: "IngestSummary") -> "IngestSummary":
+        self.artifacts += other.artifacts
+        self.bench_results += other.bench_results
+        self.evals += other.evals
+        self.duplicates += other.duplicates
+        return self
+
+
+def _require(record: dict, keys: Iterable[str], what: str) -> None:
+    missing = [k for k in keys if k not in record]
+    if missing:
+        raise UserError(f"{what} lacks {', '.join(missing)}; is it a mobiledepth record (schema {RECORD_SCHEMA})?")
+
+
+def _json_default(value: Any) -> Any:
+    """numpy scalars / arrays (as stages may hand over) become plain JSON values."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    raise UserError(f"record holds a {type(value).__name__} value, which is not JSON; store plain numbers and strings")
+
+
+def plain_record(record: Any) -> Any:
+    """A deep copy of ``record`` made of JSON types only (what the store keeps and hashes)."""
+    return json.loads(json.dumps(record, default=_json_default))
+
+
+def _validate(record: Any) -> str:
+    """Return the record's kind, or raise a one-line UserError before anything is written."""
+    if not isinstance(record, dict) or "kind" not in record:
+        raise UserError("not a mobiledepth record (no 'kind'); import export.json, bench.json or eval records")
+    kind = record["kind"]
+    if kind not in _INGESTERS:
+        raise UserError(f"unknown record kind {kind!r}; expected one of {', '.join(sorted(_INGESTERS))}")
+    schema = record.get("schema")
+    if not isinstance(schema, int) or schema > RECORD_SCHEMA:
+        raise UserError(f"{kind} record has schema {schema!r}; this mobiledepth reads schema <= {RECORD_SCHEMA}")
+    if kind == "export":
+        _require(record, ("model", "artifacts"), "export record")
+        for artifact in record["artifacts"]:
+            _require(artifact, ("sha256",), "export artifact")
+    elif kind == "bench":
+        _require(record, ("results",), "bench record")
+        for result in record["results"]:
+            _require(result, ("artifact_sha256", "device", "delegate"), "bench result")
+    elif kind == "eval":
+        _require(record, ("metric", "value"), "eval record")
+    elif kind == "store_export":
+        _require(record, ("records",), "store export")
+        for inner in record["records"]:
+            if isinstance(inner, dict) and inner.get("kind") == "store_export":
+                raise UserError("nested store exports are not allowed")
+            _validate(inner)
+    return kind
+
+
+def _j(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True)
+
+
+def _as_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _ingest_export(conn: sqlite3.Connection, record: dict, base_dir: Path | None) -> IngestSummary:
+    summary = IngestSummary("export")
+    model = record.get("model") or {}
+    size = record.get("input_size") or [None, None]
+    for artifact in record["artifacts"]:
+        path = artifact.get("path")
+        if path and base_dir is not None and not Path(path).is_absolute():
+            path = str((base_dir / path).resolve())
+        raw = {k: v for k, v in record.items() if k != "artifacts"}  # everything, for a faithful export
+        raw["artifact"] = artifact
+        conn.execute(
+            "INSERT OR REPLACE INTO artifacts (sha256, model_name, spec_hash, params, macs, format, precision,"
+            " layout, input_h, input_w, size_bytes, parity, checkpoint_sha256, path, created_at, ingested_at, raw)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                artifact["sha256"], model.get("name"), model.get("spec_hash"), model.get("params"),
+                model.get("macs"), artifact.get("format"), artifact.get("precision"), artifact.get("layout"),
+                size[0], size[1], artifact.get("size_bytes"), _j(artifact.get("parity")),
+                model.get("checkpoint_sha256"), path, record.get("created_at"), _now(), _j(raw),
+            ),
+        )
+        summary.artifacts += 1
+    return summary
+
+
+def _bench_row(result: dict) -> tuple:
+    """The column values of one BenchResult (raw samples kept verbatim)."""
+    device = result.get("device") or {}
+    delegation = result.get("delegation") or {}
+    return (
+        result.get("artifact_sha256"), result.get("model_name"), result.get("model_path"),
+        result.get("precision"), device.get("profile"), device.get("serial"), device.get("model_code"),
+        device.get("soc"), _as_str(device.get("android")), result.get("delegate"), result.get("threads"),
+        result.get("tool"), result.get("tool_version"), result.get("runs"), result.get("warmup"),
+        _j(result.get("samples_us")), result.get("samples_kind"), _j(result.get("stats")),
+        result.get("init_us"), result.get("first_inference_us"), result.get("warmup_avg_us"),
+        _j(result.get("memory")), delegation.get("status"), _j(delegation),
+        int(bool(result.get("fallback"))), int(bool(result.get("failed"))), result.get("error"),
+        result.get("started_at"), result.get("duration_s"), _now(), _j(result), sha256_json(result),
+    )
+
+
+_BENCH_COLUMNS = (
+    "artifact_sha256, model_name, model_path, precision, device_profile, device_serial, device_model_code,"
+    " soc, android, delegate, threads, tool, tool_version, runs, warmup, samples_us, samples_kind, tool_stats,"
+    " init_us, first_inference_us, warmup_avg_us, memory, delegation_status, delegation, fallback, failed,"
+    " error, started_at, duration_s, ingested_at, raw, record_key"
+)
+
+
+def _ingest_bench(conn: sqlite3.Connection, record: dict, base_dir: Path | None) -> IngestSummary:
+    summary = IngestSummary("bench")
+    placeholders = ",".join("?" * len(_BENCH_COLUMNS.split(",")))
+    for result in record["results"]:
+        cursor = conn.execute(
+            f"INSERT OR IGNORE INTO bench_results ({_BENCH_COLUMNS}) VALUES ({placeholders})", _bench_row(result)
+        )
+        if cursor.rowcount:
+            summary.bench_results += 1
+        else:
+            summary.duplicates += 1
+    return summary
+
+
+def _ingest_eval(conn: sqlite3.Connection, record: dict, base_dir: Path | None) -> IngestSummary:
+    summary = IngestSummary("eval")
+    dataset = record.get("dataset") or {}
+    cursor = conn.execute(
+        "INSERT OR IGNORE INTO evals (artifact_sha256, model_name, model_path, backend, precision, dataset_name,"
+        " dataset_hash, metric, value, correct, pairs, created_at, ingested_at, raw, record_key)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            record.get("artifact_sha256"), record.get("model_name"), record.get("model_path"),
+            record.get("backend"), record.get("precision"), dataset.get("name"), dataset.get("hash"),
+            record["metric"], record["value"], record.get("correct"), record.get("pairs"),
+            record.get("created_at"), _now(), _j(record), sha256_json(record),
+        ),
+    )
+    if cursor.rowcount:
+        summary.evals += 1
+    else:
+        summary.duplicates += 1
+    return summary
+
+
+def _ingest_store_export(conn: sqlite3.Connection, record: dict, base_dir: Path | None) -> IngestSummary:
+    summary = IngestSummary("store_export")
+    for inner in record["records"]:
+        summary += _INGESTERS[inner["kind"]](conn, inner, None)
+    return summary
+
+
+_INGESTERS: dict[str, Callable[[sqlite3.Connection, dict, Path | None], IngestSummary]] = {
+    "export": _ingest_export,
+    "bench": _ingest_bench,
+    "eval": _ingest_eval,
+    "store_export": _ingest_store_export,
+}
+
+
+# --------------------------------------------------------------------------- derived stats
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default method) of an already sorted list."""
+    position = (len(sorted_values) - 1) * q
+    low = int(position)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+
+
+def stats_from_samples(samples: list[float] | None) -> dict[str, float | int] | None:
+    """count / min / max / mean / std / median / p5 / p10 / p90 / p95 of raw samples (µs), or None."""
+    if not samples:
+        return None
+    ordered = sorted(float(s) for s in samples)
+    return {
+        "count": len(ordered),
+        "min": ordered[0],
+        "max": ordered[-1],
+        "mean": statistics.fmean(ordered),
+        "std": statistics.pstdev(ordered) if len(ordered) > 1 else 0.0,
+        "median": _percentile(ordered, 0.5),
+        "p5": _percentile(ordered, 0.05),
+        "p10": _percentile(ordered, 0.10),
+        "p90": _percentile(ordered, 0.90),
+        "p95": _percentile(ordered, 0.95),
+    }
+
+
+@dataclass
+class BenchRow:
+    """One stored benchmark result with its statistics (derived from the raw samples when given)."""
+
+    id: int
+    artifact_sha256: str | None
+    model_name: str | None
+    precision: str | None
+    device_profile: str | None
+    device_serial: str | None
+    device_model_code: str | None
+    soc: str | None
+    delegate: str | None
+    threads: int | None
+    tool: str | None
+    tool_version: str | None
+    samples_us: list[float]
+    samples_kind: str | None
+    stats: dict[str, Any] | None
+    stats_source: str  # "samples" | "tool" | "none"
+    memory: dict | None
+    delegation_status: str | None
+    fallback: bool
+    failed: bool
+    error: str | None
+    started_at: str | None
+    raw: dict = field(repr=False, default_factory=dict)
+
+
+@dataclass
+class ArtifactRow:
+    """One stored artifact (an exported file), keyed by content hash."""
+
+    sha256: str
+    model_name: str | None
+    spec_hash: str | None
+    params: int | None
+    macs: int | None
+    format: str | None
+    precision: str | None
+    input_size: tuple[int | None, int | None]
+    checkpoint_sha256: str | None
+    parity: dict | None
+    path: str | None
+
+
+@dataclass
+class EvalRow:
+    """One stored evaluation (a metric of an artifact or checkpoint on a dataset)."""
+
+    id: int
+    artifact_sha256: str | None
+    model_name: str | None
+    backend: str | None
+    precision: str | None
+    dataset_name: str | None
+    dataset_hash: str | None
+    metric: str
+    value: float
+    pairs: int | None
+    created_at: str | None
+
+
+def _bench_from_sql(row: sqlite3.Row) -> BenchRow:
+    samples = json.loads(row["samples_us"]) if row["samples_us"] else []
+    tool_stats = json.loads(row["tool_stats"]) if row["tool_stats"] else None
+    derived = stats_from_samples(samples) if row["samples_kind"] != "per_invocation_avg" else None
+    if derived is not None:
+        stats, source = derived, "samples"
+    elif tool_stats and any(v is not None for v in tool_stats.values()):
+        stats, source = tool_stats, "tool"
+    else:
+        stats, source = None, "none"
+    return BenchRow(
+        id=row["id"], artifact_sha256=row["artifact_sha256"], model_name=row["model_name"],
+        precision=row["precision"], device_profile=row["device_profile"], device_serial=row["device_serial"],
+        device_model_code=row["device_model_code"], soc=row["soc"], delegate=row["delegate"],
+        threads=row["threads"], tool=row["tool"], tool_version=row["tool_version"], samples_us=samples,
+        samples_kind=row["samples_kind"], stats=stats, stats_source=source,
+        memory=json.loads(row["memory"]) if row["memory"] else None,
+        delegation_status=row["delegation_status"], fallback=bool(row["fallback"]), failed=bool(row["failed"]),
+        error=row["error"], started_at=row["started_at"], raw=json.loads(row["raw"]),
+    )
+
+
+# --------------------------------------------------------------------------- the store
+
+class Store:
+    """A connection to one store file. Use ``open_store``; close it (or use ``with``) when done."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection):
+        self.path = path
+        self._conn = conn
+        self._conn.row_factory = sqlite3.Row
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @property
+    def schema_version(self) -> int:
+        return self._conn.execute(f"SELECT MAX(version) FROM {STORE_MARKER_TABLE}").fetchone()[0]
+
+    # -- writing
+    def ingest(self, record: dict, base_dir: str | os.PathLike | None = None) -> IngestSummary:
+        """Add one JSON record (export / bench / eval / store_export) in a single transaction.
+
+        ``base_dir`` resolves the relative artifact paths of an export record (its run directory).
+        Bench results and evals already in the store are counted as duplicates, not added twice.
+        """
+        record = plain_record(record)
+        kind = _validate(record)
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            summary = _INGESTERS[kind](conn, record, Path(base_dir) if base_dir is not None else None)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return summary
+
+    def ingest_file(self, path: str | os.PathLike) -> IngestSummary:
+        """Read a record JSON file (export.json, bench.json, an eval record, a store export) and ingest it."""
+        file = Path(path)
+        try:
+            record = json.loads(file.read_text())
+        except FileNotFoundError:
+            raise UserError(f"no such record file: {file}; pass the path of an export.json / bench.json") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"{file} is not JSON ({exc}); pass an export.json / bench.json / eval record") from None
+        try:
+            return self.ingest(record, base_dir=file.parent)
+        except UserError as exc:
+            raise UserError(f"{file}: {exc}") from None
+
+    # -- reading
+    def _rows(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        return self._conn.execute(sql, params).fetchall()
+
+    def artifacts(self) -> dict[str, ArtifactRow]:
+        """Every artifact by sha256."""
+        out = {}
+        for r in self._rows("SELECT * FROM artifacts ORDER BY sha256"):
+            out[r["sha256"]] = ArtifactRow(
+                sha256=r["sha256"], model_name=r["model_name"], spec_hash=r["spec_hash"], params=r["params"],
+                macs=r["macs"], format=r["format"], precision=r["precision"],
+                input_size=(r["input_h"], r["input_w"]), checkpoint_sha256=r["checkpoint_sha256"],
+                parity=json.loads(r["parity"]) if r["parity"] else None, path=r["path"],
+            )
+        return out
+
+    def bench_results(self) -> list[BenchRow]:
+        """Every benchmark result, oldest first."""
+        return [_bench_from_sql(r) for r in self._rows("SELECT * FROM bench_results ORDER BY id")]
+
+    def evals(self) -> list[EvalRow]:
+        """Every evaluation, oldest first."""
+        return [
+            EvalRow(
+                id=r["id"], artifact_sha256=r["artifact_sha256"], model_name=r["model_name"], backend=r["backend"],
+                precision=r["precision"], dataset_name=r["dataset_name"], dataset_hash=r["dataset_hash"],
+                metric=r["metric"], value=r["value"], pairs=r["pairs"], created_at=r["created_at"],
+            )
+            for r in self._rows("SELECT * FROM evals ORDER BY id")
+        ]
+
+    def model_name_of(self, sha256: str) -> str | None:
+        """The model name recorded for an artifact (export or bench), or None."""
+        for sql in (
+            "SELECT model_name FROM artifacts WHERE sha256 = ?",
+            "SELECT model_name FROM bench_results WHERE artifact_sha256 = ? AND model_name IS NOT NULL",
+        ):
+            row = self._conn.execute(sql, (sha256,)).fetchone()
+            if row and row[0]:
+                return row[0]
+        return None
+
+    def counts(self) -> dict[str, int]:
+        """Number of rows per table."""
+        return {
+            t: self._conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+            for t in ("artifacts", "bench_results", "evals")
+        }
+
+    def export_records(self) -> dict:
+        """The whole store as one ``store_export`` record that ``ingest`` reads back."""
+        records: list[dict] = []
+        for r in self._rows("SELECT raw FROM artifacts ORDER BY sha256"):
+            raw = json.loads(r["raw"])
+            artifact = raw.pop("artifact")
+            records.append({**raw, "kind": "export", "artifacts": [artifact]})
+        results = [json.loads(r["raw"]) for r in self._rows("SELECT raw FROM bench_results ORDER BY id")]
+        if results:
+            records.append({"kind": "bench", "schema": RECORD_SCHEMA, "created_at": _now(), "results": results})
+        records.extend(json.loads(r["raw"]) for r in self._rows("SELECT raw FROM evals ORDER BY id"))
+        return {"kind": "store_export", "schema": RECORD_SCHEMA, "created_at": _now(),
+                "store_schema": SCHEMA_VERSION, "records": records}
+
+    def integrity_ok(self) -> bool:
+        """SQLite's own integrity check."""
+        return self._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def iter_record_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
+    """Expand directories to the record files inside them (export.json, bench*.json, eval*.json)."""
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(
+                f for f in p.rglob("*.json")
+                if f.name == "export.json" or f.name.startswith(("bench", "eval"))
+            )
+            if not found:
+                raise UserError(f"no export.json / bench*.json / eval*.json under {p}; pass record files")
+            yield from found
+        else:
+            yield p

@@ -1,0 +1,66 @@
+"""Fixtures for the store / report / gate tests: realistic records and tiny TFLite models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from report_records import PAPER_CARD, bench_record, bench_result, eval_record, export_record
+
+
+@pytest.fixture
+def realistic_records() -> dict:
+    """Two models on host and a phone, with a fallback, a failed run, a stale artifact and accuracies."""
+    paper = export_record("mdepth-mnv2-fbnet", "spec-current", 2_600_000, 1_100_000_000)
+    fast = export_record("fastdepth", "spec-old", 3_900_000, 1_200_000_000, precisions=("fp32",))
+    pa, pb = paper["artifacts"][0]["sha256"], paper["artifacts"][1]["sha256"]
+    fa = fast["artifacts"][0]["sha256"]
+    results = [
+        bench_result(pa, "mdepth-mnv2-fbnet", "host", "cpu", 21000, 1),
+        bench_result(pa, "mdepth-mnv2-fbnet", "galaxy_s21", "cpu", 52000, 2),
+        bench_result(pb, "mdepth-mnv2-fbnet", "galaxy_s21", "gpu", 26000, 3, precision="fp16"),
+        bench_result(pa, "mdepth-mnv2-fbnet", "galaxy_s21", "nnapi", 0, 4, failed=True),
+        bench_result(fa, "fastdepth", "host", "cpu", 30000, 5),
+        bench_result(fa, "fastdepth", "galaxy_s21", "gpu", 61000, 6, fallback=True),
+    ]
+    evals = [eval_record(pa, "mdepth-mnv2-fbnet", 0.1210), eval_record(fa, "fastdepth", 0.1450),
+             eval_record(paper["model"]["checkpoint_sha256"], "mdepth-mnv2-fbnet", 0.1190, backend="torch")]
+    return {"exports": [paper, fast], "bench": bench_record(results), "evals": evals,
+            "sha": {"paper_fp32": pa, "paper_fp16": pb, "fast": fa}}
+
+
+@pytest.fixture
+def card_dir(tmp_path) -> Path:
+    d = tmp_path / "cards"
+    d.mkdir()
+    (d / "mdepth-mnv2-fbnet.yaml").write_text(PAPER_CARD.format(name="mdepth-mnv2-fbnet"))
+    (d / "no-card.yaml").write_text("name: no-card\narchitecture: {encoder: {type: mobilenetv2}, decoder: {type: fbnet}}\n")
+    return d
+
+
+# --------------------------------------------------------------------------- tiny TFLite models
+
+def _conv_tflite(path: Path, size: int, filters: int, layers: int = 2) -> Path:
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(0)
+    inputs = tf.keras.Input(shape=(size, size, 3), batch_size=1)
+    x = inputs
+    for _ in range(layers):
+        x = tf.keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
+    outputs = tf.keras.layers.Conv2D(1, 1)(x)
+    data = tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(inputs, outputs)).convert()
+    path.write_bytes(data)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_tflites(tmp_path_factory) -> dict[str, Path]:
+    """narrow: 2 convs x 8 ch; wide: 2 convs x 48 ch (many times the MACs); small: narrow at 32x32."""
+    pytest.importorskip("tensorflow")
+    d = tmp_path_factory.mktemp("tflite")
+    return {
+        "narrow": _conv_tflite(d / "narrow.tflite", 64, 8),
+        "wide": _conv_tflite(d / "wide.tflite", 64, 48),
+        "small": _conv_tflite(d / "small.tflite", 32, 8),
+    }

@@ -1,0 +1,91 @@
+"""Record factories per the team contract (export.json, bench.json results, eval records) and model cards."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def export_record(name: str, spec_hash: str, params: int, macs: int, precisions=("fp32", "fp16"),
+                  size=(256, 256), ckpt: str | None = None) -> dict:
+    """An export.json as the export stage writes it (one artifact per precision)."""
+    return {
+        "kind": "export", "schema": 1, "created_at": "2026-11-24T10:00:00+00:00",
+        "model": {"name": name, "source": f"runs/{name}/model.pt", "spec_hash": spec_hash, "params": params,
+                  "macs": macs, "checkpoint": "model.pt", "checkpoint_sha256": ckpt or sha(f"ckpt-{name}")},
+        "input_size": list(size),
+        "artifacts": [
+            {"path": f"model_{p}.tflite", "format": "tflite", "precision": p, "layout": "NHWC",
+             "input_shape": [1, size[0], size[1], 3], "output_shape": [1, size[0], size[1], 1],
+             "size_bytes": params * (4 if p == "fp32" else 2), "sha256": sha(f"{name}-{p}"),
+             "parity": {"max_abs_err_rel": 1e-5, "mean_abs_err_rel": 1e-6, "ordinal_agreement": 0.999,
+                        "passed": True, "bar": 1e-3}}
+            for p in precisions
+        ],
+        "versions": {"torch": "2.13.0", "tensorflow": "2.19.0"},
+        "timings_s": {"onnx": 1.2, "tflite": 8.5},
+    }
+
+
+def bench_result(artifact: str, name: str | None, device: str, delegate: str, median_us: float, seed: int,
+                 precision: str = "fp32", fallback: bool = False, failed: bool = False, runs: int = 50,
+                 serial: str | None = None) -> dict:
+    """A BenchResult dict with every contract key; samples drawn around ``median_us``."""
+    rng = np.random.default_rng(seed)
+    samples = [] if failed else [float(round(v, 1)) for v in median_us * rng.lognormal(0, 0.05, runs)]
+    stats = {k: None for k in ("count", "min", "max", "mean", "std", "median", "p90", "p5", "p95")}
+    if samples:
+        a = np.asarray(samples)
+        stats = {"count": len(a), "min": a.min(), "max": a.max(), "mean": a.mean(), "std": a.std(),
+                 "median": float(np.median(a)), "p90": float(np.percentile(a, 90)),
+                 "p5": float(np.percentile(a, 5)), "p95": float(np.percentile(a, 95))}
+        stats = {k: float(v) for k, v in stats.items()}
+    return {
+        "artifact_sha256": artifact, "model_path": f"/data/local/tmp/{name or 'model'}.tflite",
+        "model_name": name, "precision": precision,
+        "device": {"profile": device, "serial": serial or (None if device == "host" else "R5CR10ABCDE"),
+                   "model_code": None if device == "host" else "SM-G991B", "soc": None if device == "host" else "Exynos 2100",
+                   "android": None if device == "host" else "13"},
+        "delegate": delegate, "threads": 4 if delegate == "cpu" else 1, "tool": "benchmark_model",
+        "tool_version": "2.19.0", "runs": runs, "warmup": 5, "samples_us": samples,
+        "samples_kind": "per_run", "stats": stats, "init_us": None if failed else 15000.0,
+        "first_inference_us": None if failed else median_us * 1.5, "warmup_avg_us": None if failed else median_us * 1.1,
+        "memory": {"init_mb": 3.1, "overall_mb": 20.5, "peak_mb": None},
+        "delegation": {"status": "none" if fallback else ("full" if delegate != "cpu" else None),
+                       "delegated_nodes": 0 if fallback else None, "total_nodes": 120, "kernels": None},
+        "fallback": fallback, "failed": failed,
+        "error": "Failed to apply NNAPI delegate." if failed else None,
+        "started_at": f"2026-11-24T10:{seed % 60:02d}:00Z", "duration_s": 12.0,
+    }
+
+
+def bench_record(results: list[dict]) -> dict:
+    return {"kind": "bench", "schema": 1, "created_at": "2026-11-24T11:00:00Z", "results": results}
+
+
+def eval_record(artifact: str, name: str, value: float, backend: str = "tflite", pairs: int = 1000) -> dict:
+    correct = int(round((1 - value) * pairs))
+    return {"kind": "eval", "schema": 1, "created_at": "2026-11-24T12:00:00Z", "model_path": f"runs/{name}/m",
+            "artifact_sha256": artifact, "model_name": name, "backend": backend, "precision": "fp32",
+            "dataset": {"name": "diw-synthetic", "root": "/data/diw", "hash": sha("diw"), "images": pairs,
+                        "pairs": pairs},
+            "metric": "whdr", "value": 1 - correct / pairs, "correct": correct, "pairs": pairs}
+
+
+PAPER_CARD = """\
+name: {name}
+architecture: {{encoder: {{type: mobilenetv2}}, decoder: {{type: fbnet, stages: []}}}}
+card:
+  reported:
+    params_m: 2.6
+    whdr: 0.1156
+    latency_ms:
+      "Galaxy S21": {{cpu: 54, gpu: 27, nnapi: 43}}
+"""
+
+
