@@ -275,5 +275,15 @@ def _build(source, size, chosen, calibration_data, build: Path, parity_images: i
         raise StageFailed(
             f"{worst['path']} breaks parity with PyTorch (max error {worst['parity']['max_abs_err_rel']:.2e} of the output "
             f"range, ordinal agreement {worst['parity']['ordinal_agreement']:.4f}; bar {worst['parity']['bar']}); "
-            "nothing was published")
+            "nothing was published" + _retry_hint(artifacts, broken))
     return record
+
+
+def _retry_hint(artifacts: list[dict], broken: list[dict]) -> str:
+    """When only reduced precisions miss their bar, say how to publish the ones that passed."""
+    failed = {a["precision"] for a in broken if a["format"] == "tflite"}
+    passed = [a["precision"] for a in artifacts if a["format"] == "tflite" and a["parity"]["passed"] is not False]
+    if not failed or "fp32" in failed or not passed:
+        return ""
+    return (f" — the weights do not survive {', '.join(sorted(failed))} rounding at this size; "
+            f"--precision {','.join(dict.fromkeys(passed))} publishes the artifacts that passed")
