@@ -1,0 +1,172 @@
+"""Lookup tables: grid, interpolation and estimate on hand-made tables; a real tiny build on host."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mobiledepth.arch import resolve_spec
+from mobiledepth.errors import UserError
+from mobiledepth.prune.groups import set_group_widths
+from mobiledepth.prune.layers import NULL_LAYER, Layer, network_layers
+from mobiledepth.prune.lut import LatencyTable, family_grid, interpolate, load_table, multiples
+
+
+def test_multiples_grid():
+    assert multiples(64, 8, 5) == [8, 16, 32, 48, 64]
+    assert multiples(20, 8, 5) == [8, 16, 20]  # the real (odd) width is always a grid point
+    assert multiples(8, 8, 5) == [8]
+
+
+def test_interpolate_1d_and_2d_by_hand():
+    axes = [[8, 16, 32]]
+    points = {(8,): 10.0, (16,): 20.0, (32,): 60.0}
+    assert interpolate(axes, points, (8,)) == 10.0
+    assert interpolate(axes, points, (12,)) == pytest.approx(15.0)
+    assert interpolate(axes, points, (24,)) == pytest.approx(40.0)
+    assert interpolate(axes, points, (40,)) == pytest.approx(80.0)  # linear extrapolation past the end
+    axes2 = [[8, 16], [8, 24]]
+    points2 = {(8, 8): 1.0, (8, 24): 3.0, (16, 8): 5.0, (16, 24): 11.0}
+    # bilinear at (12, 16): halfway in both -> mean of the 4 corners
+    assert interpolate(axes2, points2, (12, 16)) == pytest.approx((1 + 3 + 5 + 11) / 4)
+    # (16, 12): on the cin=16 edge, a quarter of the way from 8 to 24
+    assert interpolate(axes2, points2, (16, 12)) == pytest.approx(5 + 0.25 * (11 - 5))
+
+
+def _cost(layer: Layer) -> float:
+    """A latency model that (bi)linear interpolation reproduces exactly: bilinear in channels."""
+    c = layer.channels
+    scale = layer.h * layer.w / 1024.0
+    if layer.op == "conv":
+        return 2.0 + scale * layer.kernel ** 2 * c[0] * c[1] * 0.01
+    if layer.op == "concat":
+        return 2.0 + scale * (c[0] + c[1]) * 0.05
+    return 2.0 + scale * c[0] * 0.1
+
+
+def hand_table(spec: dict, size=(64, 64), multiple: int = 8, points: int = 3, null_us: float = 2.0) -> dict:
+    """A table JSON whose entries follow _cost on the spec's grid (no measurement)."""
+    entries = {NULL_LAYER.key: {"layer": NULL_LAYER.to_dict(), "samples_us": [null_us], "median_us": null_us}}
+    for layers in family_grid(network_layers(spec, size), multiple, points).values():
+        for layer in layers:
+            entries[layer.key] = {"layer": layer.to_dict(), "samples_us": [_cost(layer)], "median_us": _cost(layer)}
+    return {"format": "mobiledepth-lut/1", "kind": "lut", "schema": 1, "device": "host", "delegate": "cpu",
+            "threads": 1, "runtime": "hand-made", "input_size": list(size), "model": spec["name"],
+            "multiple": multiple, "points": points, "entries": entries}
+
+
+def test_estimate_on_a_hand_made_table_off_grid():
+    spec = resolve_spec("mdepth-tiny")
+    table = LatencyTable(meta={k: v for k, v in hand_table(spec).items() if k != "entries"},
+                         entries=hand_table(spec)["entries"])
+    # widths between grid points: 40 hidden (grid 8/28/48 -> 40 is interpolated), 24-wide decoder out
+    narrow = set_group_widths(spec, {"enc.block5.hidden": 40, "dec.stage0.hidden": 40, "dec.stage0.out": 8})
+    expected = 2.0 + sum(_cost(layer) - 2.0 for layer in network_layers(narrow, (64, 64)))
+    assert table.estimate(narrow).total_us == pytest.approx(expected)
+    assert table.estimate(narrow).total_us < table.estimate(spec).total_us
+    by_op = table.estimate(narrow).by_op()
+    assert set(by_op) >= {"overhead", "conv", "dwconv", "concat", "resize_nearest", "resize_bilinear", "add", "normalize"}
+
+
+def test_estimate_names_a_missing_family():
+    spec = resolve_spec("mdepth-tiny")
+    data = hand_table(spec)
+    data["entries"] = {k: v for k, v in data["entries"].items() if not k.startswith("concat")}
+    table = LatencyTable(meta={}, entries=data["entries"])
+    with pytest.raises(UserError, match="no entries for concat"):
+        table.estimate(spec, (64, 64))
+
+
+def test_layers_mirror_the_graph():
+    layers = network_layers(resolve_spec("mdepth-tiny"), (64, 64))
+    ops = [layer.op for layer in layers]
+    # the exported tiny model has 25 CONV_2D, 12 DEPTHWISE_CONV_2D, 1 ADD, 4 CONCATENATION,
+    # 4 RESIZE_NEAREST_NEIGHBOR, 1 RESIZE_BILINEAR (counted in its TFLite graph)
+    assert (ops.count("conv"), ops.count("dwconv"), ops.count("add"), ops.count("concat"),
+            ops.count("resize_nearest"), ops.count("resize_bilinear")) == (25, 12, 1, 4, 4, 1)
+    assert layers[1] == Layer("conv", 64, 64, (3, 8), (False, True), kernel=3, stride=2, act="relu6")
+
+
+def test_load_table_rejects_other_files(tmp_path):
+    (tmp_path / "x.json").write_text(json.dumps({"kind": "bench"}))
+    with pytest.raises(UserError, match="not a mobiledepth lookup table"):
+        load_table(tmp_path / "x.json")
+    with pytest.raises(UserError, match="does not exist"):
+        load_table(tmp_path / "missing.json")
+
+
+# --------------------------------------------------------------------------- a real build on host
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    from mobiledepth.prune.lut import build_lut
+
+    root = tmp_path_factory.mktemp("lut")
+    events = []
+    result = build_lut("mdepth-tiny", (64, 64), "host", "cpu", 1, out=root / "tiny.json", points=2, runs=3, warmup=1,
+                       cache_dir=root / "cache", progress=lambda *e: events.append(e))
+    return result, root, events
+
+
+def test_tiny_build_on_host(built):
+    result, root, events = built
+    data = json.loads(result.path.read_text())  # a readable JSON file, not a pickle
+    assert data["device"] == "host" and data["delegate"] == "cpu" and data["runtime"].startswith("ai-edge-litert")
+    assert data["input_size"] == [64, 64]
+    spec = resolve_spec("mdepth-tiny")
+    wanted = {layer.key for layers in family_grid(network_layers(spec, (64, 64)), 8, 2).values() for layer in layers}
+    assert set(data["entries"]) == wanted | {NULL_LAYER.key}
+    for entry in data["entries"].values():
+        assert len(entry["samples_us"]) == 3 and entry["median_us"] > 0
+    assert result.measured == len(data["entries"]) and result.reused == 0
+    assert {e[0] for e in events} == {"convert", "time"}
+    estimate = result.table.estimate(spec)
+    assert estimate.total_us > estimate.overhead_us > 0
+    # every layer of the unpruned spec is an exact grid point
+    assert all(layer.key in data["entries"] for layer in network_layers(spec, (64, 64)))
+
+
+def test_tiny_build_resumes_from_the_cache(built):
+    from mobiledepth.prune.lut import build_lut
+
+    result, root, _ = built
+    cache_file = next((root / "cache").glob("host-cpu-t1-*.json"))
+    cache = json.loads(cache_file.read_text())
+    dropped = sorted(cache["entries"])[:4]  # as if the build had stopped before these
+    for key in dropped:
+        del cache["entries"][key]
+    cache_file.write_text(json.dumps(cache))
+    again = build_lut("mdepth-tiny", (64, 64), "host", "cpu", 1, out=root / "again.json", points=2, runs=3, warmup=1,
+                      cache_dir=root / "cache")
+    assert again.measured == 4
+    assert again.reused == len(again.table.entries) - 4
+    old = json.loads(result.path.read_text())["entries"]
+    new = json.loads(again.path.read_text())["entries"]
+    assert all(new[k] == old[k] for k in old if k not in dropped)  # kept measurements are reused as-is
+
+
+def test_statistics_by_hand():
+    from mobiledepth.prune.lut import statistic_of
+
+    samples = [5.0, 1.0, 3.0, 2.0, 4.0]
+    assert statistic_of(samples, "median") == 3.0
+    assert statistic_of(samples, "min") == 1.0
+    assert statistic_of(samples, "p5") == pytest.approx(1.0 + 0.05 * 4 * (2.0 - 1.0))  # linear between the two smallest
+    with pytest.raises(UserError, match="unknown statistic"):
+        statistic_of(samples, "mean")
+
+
+def test_table_statistic_reads_the_raw_samples():
+    entries = {NULL_LAYER.key: {"layer": NULL_LAYER.to_dict(), "samples_us": [1.0, 9.0, 2.0], "median_us": 2.0}}
+    assert LatencyTable(meta={}, entries=entries).null_us == 2.0
+    assert LatencyTable(meta={"statistic": "min"}, entries=entries).null_us == 1.0
+
+
+@pytest.mark.slow
+def test_validate_on_host(built):
+    from mobiledepth.prune.lut import validate_lut
+
+    result, root, _ = built
+    report = validate_lut(result.path, random_count=1, multipliers=(1.0, 0.5), runs=20, work_dir=root / "val")
+    assert [r["name"] for r in report["rows"]] == ["uniform x1", "uniform x0.5", "random #1"]
+    assert all(r["measured_us"] > 0 and r["estimate_us"] > 0 for r in report["rows"])

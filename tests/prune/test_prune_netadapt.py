@@ -1,0 +1,226 @@
+"""The NetAdapt loop on mdepth-tiny with a hand-made latency table and a few fine-tune steps."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mobiledepth.errors import UserError
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_prune_lut import hand_table  # noqa: E402  (the same hand-made latency model)
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from mobiledepth.arch import build_model, save_checkpoint
+    from mobiledepth.data.synth import generate
+
+    root = tmp_path_factory.mktemp("netadapt")
+    generate(root / "data", 12, (64, 64), seed=0, split="train")
+    generate(root / "data", 8, (64, 64), seed=0, split="test")
+    torch.manual_seed(0)
+    model = build_model("mdepth-tiny", with_heads=False)
+    ckpt = save_checkpoint(root / "tiny.pt", model, model.spec)
+    table = hand_table(model.spec)
+    (root / "lut.json").write_text(json.dumps(table))
+    return root, ckpt, model.spec
+
+
+def settings(root, ckpt, target_ms, **kw):
+    from mobiledepth.prune.netadapt import PruneSettings
+
+    base = dict(model=None, checkpoint=str(ckpt), target_ms=target_ms, data=str(root / "data"), lut=str(root / "lut.json"),
+                short_term_steps=2, long_term_steps=2, measure=False, initial_reduction=0.1, batch_size=4)
+    return PruneSettings(**{**base, **kw})
+
+
+def _estimate_ms(root, spec):
+    from mobiledepth.prune.lut import load_table
+
+    return load_table(root / "lut.json").estimate(spec).total_ms
+
+
+def test_loop_reaches_the_target(setup):
+    from mobiledepth.arch import load_checkpoint
+    from mobiledepth.prune.netadapt import prune
+
+    root, ckpt, spec = setup
+    start = _estimate_ms(root, spec)
+    target = 0.75 * start
+    result = prune(settings(root, ckpt, target), out=root / "run", store=root / "store.sqlite")
+    record = json.loads((root / "run" / "prune.json").read_text())
+    # every iteration's accuracy is in the store, named after its iteration
+    assert record["store"]["records"] == len(record["iterations"])
+    from mobiledepth.report.store import open_store
+
+    import sqlite3
+
+    names = [r[0] for r in sqlite3.connect(root / "store.sqlite").execute("SELECT model_name FROM evals")]
+    assert sorted(names) == [f"mdepth-tiny-netadapt-iter{i:03d}" for i in range(len(record["iterations"]))]
+    open_store(root / "store.sqlite")  # still a valid store
+    assert record == result.record and record["status"] == "done" and record["kind"] == "prune"
+    its = record["iterations"]
+    assert its[0]["estimated_ms"] == pytest.approx(start)
+    assert all(b["estimated_ms"] < a["estimated_ms"] for a, b in zip(its, its[1:]))  # every step cuts latency
+    assert its[-1]["estimated_ms"] <= target < its[-2]["estimated_ms"]                # stops right after the target
+    for it in its[1:]:
+        assert it["estimated_ms"] <= it["target_ms"] + 1e-9
+        chosen = it["chosen"]
+        assert chosen["width"] % 8 == 0 and it["widths"][chosen["group"]] == chosen["width"]
+        ok = [p for p in it["proposals"] if p["ok"]]
+        assert min(p["whdr"] for p in ok) == it["whdr"]  # the most accurate proposal wins
+    model, final_spec, _ = load_checkpoint(result.final_checkpoint, with_heads=False)
+    assert _estimate_ms(root, final_spec) == pytest.approx(record["final"]["estimated_ms"])
+    assert model(torch.rand(1, 3, 64, 64)).shape == (1, 1, 64, 64)
+    assert 0 <= record["final"]["whdr"] <= 1
+
+
+def test_resume_after_ctrl_c(setup):
+    from mobiledepth.prune.netadapt import prune
+
+    root, ckpt, spec = setup
+    target = 0.75 * _estimate_ms(root, spec)
+
+    def stop_after_first(event, info):
+        if event == "iteration" and info["iteration"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        prune(settings(root, ckpt, target), out=root / "stopped", store=False, progress=stop_after_first)
+    saved = json.loads((root / "stopped" / "prune.json").read_text())
+    assert [it["iteration"] for it in saved["iterations"]] == [0, 1] and saved["status"] == "running"
+    result = prune(resume=root / "stopped", store=False)
+    assert result.record["status"] == "done"
+    assert result.record["iterations"][:2] == saved["iterations"]  # nothing redone
+    full = json.loads((root / "run" / "prune.json").read_text()) if (root / "run").exists() else None
+    if full is not None:  # same choices as the uninterrupted run (deterministic fine-tune)
+        assert [it["chosen"] for it in result.record["iterations"]] == [it["chosen"] for it in full["iterations"]]
+
+
+def test_unreachable_target_is_reported_up_front(setup, tmp_path):
+    from mobiledepth.prune.netadapt import prune
+
+    root, ckpt, _ = setup
+    with pytest.raises(UserError, match=r"not reachable.*smallest allowed widths"):
+        prune(settings(root, ckpt, 0.001), out=tmp_path / "run", store=False)
+    assert not (tmp_path / "run").exists()  # nothing half-written
+
+
+def test_bad_inputs(setup, tmp_path):
+    from mobiledepth.prune.netadapt import prune
+
+    root, ckpt, spec = setup
+    with pytest.raises(UserError, match="checkpoint"):
+        prune(settings(root, tmp_path / "none.pt", 1.0), out=tmp_path / "a", store=False)
+    with pytest.raises(UserError, match="--target-ms"):
+        prune(settings(root, ckpt, -1.0), out=tmp_path / "b", store=False)
+    with pytest.raises(UserError, match="--decay"):
+        prune(settings(root, ckpt, 1.0, decay=1.5), out=tmp_path / "c", store=False)
+    with pytest.raises(UserError, match="measured on host/cpu"):
+        prune(settings(root, ckpt, 1.0, device="S21", delegate="gpu"), out=tmp_path / "d", store=False)
+    with pytest.raises(UserError, match="holds no readable prune.json"):
+        prune(resume=tmp_path, store=False)
+
+
+def test_worker_pool_survives_a_dying_worker(tmp_path):
+    from _jobs import square_or_die
+
+    from mobiledepth.prune.workers import run_jobs
+
+    jobs = [{"x": x, "die": x == 2, "raise": x == 3, "result_path": str(tmp_path / f"{x}.json")} for x in range(5)]
+    results = run_jobs(square_or_die, jobs, workers=2, timeout_s=60)
+    assert [r.get("value") for r in results] == [0, 1, None, None, 16]
+    assert "worker died" in results[2]["error"] and "exit code 3" in results[2]["error"]
+    assert "bad proposal" in results[3]["error"]
+    # a rerun (resume) reuses every recorded result, including the failure
+    again = run_jobs(square_or_die, jobs, workers=2)
+    assert all(r["reused"] for r in again) and again[4]["value"] == 16
+
+
+def test_cli_one_line_errors(setup, tmp_path, capsys):
+    from mobiledepth.cli import main
+
+    root, ckpt, _ = setup
+    assert main(["prune", "--checkpoint", str(ckpt)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: prune needs --target-ms, --data") and err.count("\n") == 1
+    code = main(["prune", "--checkpoint", str(ckpt), "--target-ms", "0.001", "--data", str(root / "data"),
+                 "--lut", str(root / "lut.json"), "--out", str(tmp_path / "r"), "--no-store"])
+    err = capsys.readouterr().err
+    assert code == 2 and "not reachable" in err and err.count("\n") == 1
+    assert main(["lut", "show", str(tmp_path / "missing.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["lut", "build", "--model", "fastdepth"]) == 2
+    assert "pruning supports MobileNetV2 + FBNet" in capsys.readouterr().err
+    assert main(["lut", "build", "--device", "host", "--delegate", "gpu"]) == 2
+    assert "does not support delegate 'gpu'" in capsys.readouterr().err
+
+
+def test_cli_lut_show(setup, capsys):
+    from mobiledepth.cli import main
+
+    root, _, spec = setup
+    assert main(["lut", "show", str(root / "lut.json"), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["total_us"] == pytest.approx(_estimate_ms(root, spec) * 1000)
+    assert len(shown["layers"]) == 48
+
+
+@pytest.mark.slow
+def test_loop_with_two_workers_and_measurement(setup, tmp_path):
+    """Real host table, proposals in spawned processes, measurements on host, the store filled."""
+    from mobiledepth.prune.lut import build_lut, measure_spec
+    from mobiledepth.prune.netadapt import prune
+
+    root, ckpt, spec = setup
+    lut = build_lut("mdepth-tiny", (64, 64), out=tmp_path / "lut.json", points=2, runs=20, statistic="min",
+                    cache_dir=tmp_path / "cache")
+    from mobiledepth.prune.netadapt import smallest_spec
+
+    start = measure_spec(spec, (64, 64), "host", "cpu", 1, tmp_path / "start", checkpoint=ckpt, runs=200, statistic="min")
+    # halfway between the measured start and the LUT floor shifted by the measured gap: reachable
+    saving = lut.table.estimate(spec).total_ms - lut.table.estimate(smallest_spec(spec, 8, 8)).total_ms
+    target = start["latency_us"] / 1000 - 0.5 * saving
+    result = prune(settings(root, ckpt, target, lut=str(lut.path), workers=2, measure=True, measure_runs=200),
+                   out=tmp_path / "run", store=tmp_path / "store.sqlite")
+    last = result.record["iterations"][-1]
+    assert last["measured_ms"] is not None and last["measured_ms"] <= target  # the loop stops on a measurement
+    assert result.record["final"]["measured_ms"] > 0
+    assert result.record["store"]["records"] >= 3
+    assert (result.export_dir / "bench.json").exists()
+
+
+def test_failed_start_leaves_nothing(setup, tmp_path):
+    from mobiledepth.prune.netadapt import prune
+
+    root, ckpt, spec = setup
+    with pytest.raises(UserError):
+        prune(settings(root, ckpt, 0.9 * _estimate_ms(root, spec), val_split="nope"), out=tmp_path / "run", store=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_measurement_that_rules_out_the_target_stops_the_run(setup, tmp_path):
+    from mobiledepth.errors import StageFailed
+    from mobiledepth.prune.netadapt import prune
+
+    root, ckpt, spec = setup
+    target = 0.75 * _estimate_ms(root, spec)
+
+    def stop(event, info):
+        if event == "iteration" and info["iteration"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        prune(settings(root, ckpt, target), out=tmp_path / "run", store=False, progress=stop)
+    record = json.loads((tmp_path / "run" / "prune.json").read_text())
+    record["iterations"][1]["measured_ms"] = record["iterations"][1]["estimated_ms"] + 10.0  # the phone says: far slower
+    (tmp_path / "run" / "prune.json").write_text(json.dumps(record))
+    with pytest.raises(StageFailed, match="not reachable"):
+        prune(resume=tmp_path / "run", store=False)
