@@ -19,7 +19,7 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
               help="Count MACs at this size instead of each model's default.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def models(pattern: str, input_size: str | None, as_json: bool) -> None:
-    """List the named model variants (glob PATTERN, e.g. '*fbnet*')."""
+    """List the named model variants with parameters and MACs (PATTERN: a glob, e.g. '*fbnet*')."""
     from mobiledepth.arch.spec import list_models, resolve_spec
     from mobiledepth.arch.stats import model_stats
 
