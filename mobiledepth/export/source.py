@@ -29,7 +29,7 @@ class ModelSource:
 
     model: object                       # torch.nn.Module, heads stripped, eval mode
     name: str
-    kind: str                           # "zoo" | "yaml" | "factory"
+    kind: str                           # "zoo" | "yaml" | "spec" (a dict, e.g. from a checkpoint) | "factory"
     spec: dict | None
     spec_hash: str
     default_input_size: tuple[int, int] = (256, 256)
@@ -86,7 +86,7 @@ def load_model_source(ref: str | dict | None = None, checkpoint: str | os.PathLi
         default_size = tuple(getattr(model, "input_size", (256, 256)))
     else:
         spec = resolve_spec(ref)
-        kind = "yaml" if str(ref).endswith((".yaml", ".yml")) else ("checkpoint" if isinstance(ref, dict) else "zoo")
+        kind = "yaml" if str(ref).endswith((".yaml", ".yml")) else ("spec" if isinstance(ref, dict) else "zoo")
         name = spec["name"]
         model = build_model(spec, with_heads=False)
         trained_size = ((ckpt_data or {}).get("meta") or {}).get("input_size")
