@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--precisions", default="fp32,int8")
     parser.add_argument("--passes", type=int, default=5)
     args = parser.parse_args()
-    from mobiledepth.cli.options import parse_input_size
+    from mobiledepth.sizes import parse_input_size
     from mobiledepth.export import export_model
 
     work = Path(tempfile.mkdtemp(prefix="latency-"))

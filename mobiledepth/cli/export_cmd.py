@@ -32,6 +32,8 @@ def export(model, checkpoint, input_size, precision, calibration_data, out, quie
     from mobiledepth.export import export_model, parse_precisions
 
     console = Console(stderr=True, quiet=quiet or as_json)
+    if not console.is_terminal:  # piped or captured: do not squeeze the table to 80 columns
+        console = Console(stderr=True, quiet=quiet or as_json, width=120)
     size = parse_input_size(input_size) if input_size else None
     precisions = parse_precisions(precision)
     status = console.status("starting")

@@ -7,12 +7,6 @@ import json
 import click
 
 
-def _parse_size(text: str | None) -> tuple[int, int] | None:
-    from mobiledepth.cli.options import parse_input_size
-
-    return parse_input_size(text) if text else None
-
-
 @click.command("models")
 @click.argument("pattern", default="*")
 @click.option("--input-size", "input_size", default=None, metavar="HxW",
@@ -22,8 +16,9 @@ def models(pattern: str, input_size: str | None, as_json: bool) -> None:
     """List the named model variants with parameters and MACs (PATTERN: a glob, e.g. '*fbnet*')."""
     from mobiledepth.arch.spec import list_models, resolve_spec
     from mobiledepth.arch.stats import model_stats
+    from mobiledepth.sizes import parse_input_size
 
-    size = _parse_size(input_size)
+    size = parse_input_size(input_size) if input_size else None
     rows = []
     for name in list_models(pattern):
         spec = resolve_spec(name)

@@ -28,6 +28,7 @@ import numpy as np
 from mobiledepth.data.depthmap import depth_path_for
 from mobiledepth.data.diw import OrdinalPair, write_annotations
 from mobiledepth.errors import UserError
+from mobiledepth.sizes import parse_input_size
 
 SKY_DEPTH = 200.0
 SPLIT_CODES = {"train": 1, "test": 2, "val": 3}
@@ -44,14 +45,8 @@ class SynthResult:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """``'128x96'`` -> (128, 96) as (H, W)."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UserError(f"size {text!r} is not HxW (e.g. --size 128x128)") from None
-    if h < 16 or w < 16:
-        raise UserError(f"size {text} is too small (at least 16x16)")
-    return h, w
+    """``'128x96'`` -> (128, 96) as (H, W); any size from 16x16 (images need no multiple of 32)."""
+    return parse_input_size(text, multiple=1, minimum=16)
 
 
 def render_scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:

@@ -113,7 +113,7 @@ def export_model(model: str | None = None, checkpoint: str | os.PathLike | None 
                  parity_images: int = 4, calibration_images_count: int = 64,
                  progress: ProgressFn | None = None) -> ExportResult:
     """Export a model to ONNX and TFLite with parity proven against PyTorch; returns the record."""
-    from mobiledepth.cli.options import parse_input_size
+    from mobiledepth.sizes import check_input_size
     from mobiledepth.export.source import load_model_source
 
     chosen = parse_precisions(precisions)
@@ -140,7 +140,7 @@ def export_model(model: str | None = None, checkpoint: str | os.PathLike | None 
 
     with stage("load", "build the model, load weights, strip heads"):
         source = load_model_source(model, checkpoint)
-        size = parse_input_size(f"{input_size[0]}x{input_size[1]}") if input_size else source.default_input_size
+        size = check_input_size(*input_size) if input_size else source.default_input_size
     run_dir = Path(out) if out else default_run_dir(source.name, size)
     if calibration_data is not None:
         from mobiledepth.export.calibration import find_images

@@ -432,25 +432,25 @@ def _ingest(run_dir: Path, record: dict, store) -> dict:
     """Put the final export, its benchmark and the per-iteration accuracies into the shared store."""
     from mobiledepth.report.store import open_store
 
-    db = open_store(store if store else None)
-    summary = {"path": str(getattr(db, "path", store) or ""), "records": 0}
-    final = record["final"]
-    if final.get("export_dir"):
-        export_dir = run_dir / final["export_dir"]
-        for name in ("export.json", "bench.json"):
-            if (export_dir / name).exists():
-                db.ingest(json.loads((export_dir / name).read_text()), base_dir=export_dir)
-                summary["records"] += 1
-        export = json.loads((export_dir / "export.json").read_text())
-        tflite = next(a for a in export["artifacts"] if a["format"] == "tflite")
-        db.ingest(_eval_record(record, final["whdr"], tflite["sha256"], str(export_dir / tflite["path"]),
-                               f"{record['model']['name']}-netadapt-{record['target_ms']:g}ms", "tflite", tflite["precision"]))
-        summary["records"] += 1
-    for it in record["iterations"]:
-        ckpt = run_dir / it["checkpoint"]
-        db.ingest(_eval_record(record, it["whdr"], sha256_file(ckpt), str(ckpt),
-                               f"{record['model']['name']}-netadapt-iter{it['iteration']:03d}", "torch", "fp32"))
-        summary["records"] += 1
+    with open_store(store if store else None) as db:
+        summary = {"path": str(getattr(db, "path", store) or ""), "records": 0}
+        final = record["final"]
+        if final.get("export_dir"):
+            export_dir = run_dir / final["export_dir"]
+            for name in ("export.json", "bench.json"):
+                if (export_dir / name).exists():
+                    db.ingest(json.loads((export_dir / name).read_text()), base_dir=export_dir)
+                    summary["records"] += 1
+            export = json.loads((export_dir / "export.json").read_text())
+            tflite = next(a for a in export["artifacts"] if a["format"] == "tflite")
+            db.ingest(_eval_record(record, final["whdr"], tflite["sha256"], str(export_dir / tflite["path"]),
+                                   f"{record['model']['name']}-netadapt-{record['target_ms']:g}ms", "tflite", tflite["precision"]))
+            summary["records"] += 1
+        for it in record["iterations"]:
+            ckpt = run_dir / it["checkpoint"]
+            db.ingest(_eval_record(record, it["whdr"], sha256_file(ckpt), str(ckpt),
+                                   f"{record['model']['name']}-netadapt-iter{it['iteration']:03d}", "torch", "fp32"))
+            summary["records"] += 1
     return summary
 
 
