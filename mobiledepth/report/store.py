@@ -149,10 +149,27 @@ def _check_existing_file(path: Path) -> None:
         )
 
 
+def _set_wal(conn: sqlite3.Connection) -> str:
+    """Switch to WAL. Several processes creating the store at once can get SQLITE_BUSY here,
+    which the busy handler does not retry for a journal-mode change, so retry it ourselves."""
+    import time
+
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    mode = _set_wal(conn)
     if mode.lower() != "wal":  # e.g. a network file system; still safe, just slower
         conn.execute("PRAGMA journal_mode = DELETE")
     conn.execute("PRAGMA synchronous = NORMAL")
