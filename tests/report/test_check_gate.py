@@ -195,6 +195,12 @@ def test_parse_tolerance_rejects(text):
 
 # --------------------------------------------------------------------------- real runs (host TFLite)
 
+# "The same model passes" on real timings: a baseline made seconds earlier on a busy CI box was
+# seen 18 % off after calibration (the tiny model and the calibration model drift differently),
+# so these checks use a band a real change (wide vs narrow: > 2x) still clears by far.
+SAME_MODEL_TOLERANCE = 0.5
+
+
 @pytest.fixture(scope="module")
 def host():
     return pytest.importorskip("android_bench.host")
@@ -204,7 +210,10 @@ def test_real_ab_wide_conv_is_a_regression_and_same_model_passes(host, tiny_tfli
     slower = gate.check_ab(tiny_tflites["wide"], tiny_tflites["narrow"], runs=20, warmup=3)
     assert slower.exit_code == 1 and slower.comparison.verdict == "regression"
     assert slower.comparison.ratio > 2  # 48 vs 8 channels: many times the work
-    same = gate.check_ab(tiny_tflites["narrow"], tiny_tflites["narrow"], runs=20, warmup=3)
+    # the same file must pass; the tolerance is wide because a unit test must not hinge on the
+    # noise of a shared machine (the gate's false-alarm rate is measured in benchmarks/)
+    same = gate.check_ab(tiny_tflites["narrow"], tiny_tflites["narrow"], runs=20, warmup=3,
+                         tolerance=SAME_MODEL_TOLERANCE)
     assert same.exit_code == 0 and not same.comparison.regression
 
 
@@ -216,7 +225,8 @@ def test_baseline_round_trip_and_mismatches(host, tiny_tflites, tmp_path):
     assert data["kind"] == "latency_baseline" and len(data["samples_us"]) == 20
     assert data["model"]["input_shapes"] == [[1, 64, 64, 3]]
     assert data["relative_to_calibration"] == pytest.approx(data["median_us"] / data["calibration"]["median_us"])
-    same = gate.check_baseline(tiny_tflites["narrow"], base, runs=20, warmup=3, model_name="tiny")
+    same = gate.check_baseline(tiny_tflites["narrow"], base, runs=20, warmup=3, model_name="tiny",
+                               tolerance=SAME_MODEL_TOLERANCE)
     assert same.exit_code == 0 and same.comparison.normalised
     slower = gate.check_baseline(tiny_tflites["wide"], base, runs=20, warmup=3, model_name="tiny")
     assert slower.exit_code == 1 and slower.comparison.verdict == "regression"
@@ -234,11 +244,12 @@ def test_cli_exit_codes(host, tiny_tflites, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "regression" in out and "FAIL" in out and "95% CI" in out
     result_json = tmp_path / "r.json"
-    assert main(["check", narrow, "--against", narrow, "--runs", "16", "--json", str(result_json)]) == 0
+    wide_band = ["--tolerance", f"{SAME_MODEL_TOLERANCE:.0%}"]
+    assert main(["check", narrow, "--against", narrow, "--runs", "16", "--json", str(result_json), *wide_band]) == 0
     assert json.loads(result_json.read_text())["exit_code"] == 0
     base = tmp_path / "b.json"
     assert main(["check", narrow, "--baseline", str(base), "--update-baseline", "--runs", "16"]) == 0
-    assert main(["check", narrow, "--baseline", str(base), "--runs", "16"]) == 0
+    assert main(["check", narrow, "--baseline", str(base), "--runs", "16", *wide_band]) == 0
     capsys.readouterr()
     not_json = tmp_path / "x.json"
     not_json.write_text("nope")
