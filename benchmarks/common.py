@@ -11,20 +11,26 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def interleaved_medians(timers: dict, passes: int = 5, runs_per_pass: int = 20, warmup: int = 5) -> dict:
-    """Median (ms) per timer over ``passes`` passes, the timers taking turns run by run so
-    that machine drift hits them all alike. Each timer returns seconds of one run."""
+def rotated_block_medians(timers: dict, passes: int = 5, runs_per_pass: int = 20, warmup: int = 5,
+                          settle_s: float = 0.05) -> dict:
+    """Median (ms) per timer over ``passes`` passes; in each pass every timer runs a block of
+    ``runs_per_pass`` runs, the order of the blocks rotating from pass to pass so that machine drift
+    hits them all alike. Each timer returns seconds of one run.
+
+    Blocks, not run-by-run turns: a multi-threaded runtime's worker threads spin for a while after
+    each run (ONNX Runtime and XNNPACK's thread pools both do), so on a 2-core machine the next
+    *other* runtime's run would share its cores with them. Run by run, 2-thread timings of
+    ONNX Runtime and TFLite came out up to 1.8x slower than in blocks (docs/benchmarks.md)."""
     for timer in timers.values():
         for _ in range(warmup):
             timer()
+    names = list(timers)
     pass_medians: dict[str, list[float]] = {name: [] for name in timers}
-    for _ in range(passes):
-        samples: dict[str, list[float]] = {name: [] for name in timers}
-        for _ in range(runs_per_pass):
-            for name, timer in timers.items():
-                samples[name].append(timer())
-        for name, values in samples.items():
-            pass_medians[name].append(statistics.median(values) * 1e3)
+    for index in range(passes):
+        for name in names[index % len(names):] + names[:index % len(names)]:
+            time.sleep(settle_s)  # let the previous runtime's spinning threads go to sleep
+            timers[name]()
+            pass_medians[name].append(statistics.median(timers[name]() for _ in range(runs_per_pass)) * 1e3)
     return {name: {"median_ms": statistics.median(values), "pass_medians_ms": [round(v, 3) for v in values]}
             for name, values in pass_medians.items()}
 

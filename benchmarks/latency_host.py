@@ -1,6 +1,8 @@
 """Exported model latency on this machine: TFLite interpreter (XNNPACK) next to ONNX Runtime
-on the same model, 1 and 2 threads, medians over interleaved passes, and achieved GFLOP/s
-(issue 2 §4).
+on the same model, 1 and 2 threads, medians over passes of rotated blocks, and achieved GFLOP/s
+(issue 2 §4). TFLite is timed as exported (phase-split upsampling) and with ``--no-rewrites``;
+ONNX Runtime runs the ONNX file PyTorch writes without rewrites (the model a user would
+otherwise deploy with it).
 
 Usage: .venv/bin/python benchmarks/latency_host.py [--model mdepth-mnv2-fbnet] [--sizes 256x256,224x448]
 """
@@ -13,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, interleaved_medians
+from common import REPO, rotated_block_medians
 
 
 def ort_timer(path: Path, threads: int, size):
@@ -51,24 +53,27 @@ def main() -> None:
     from mobiledepth.export import export_model
 
     work = Path(tempfile.mkdtemp(prefix="latency-"))
-    print(f"| model | input | MACs | threads | ONNX Runtime fp32 ms | TFLite fp32 ms | TFLite/ORT | GFLOP/s (TFLite) |"
-          + (" TFLite int8 ms |" if "int8" in args.precisions else ""))
-    print("|---|---|---|---|---|---|---|---|" + ("---|" if "int8" in args.precisions else ""))
+    int8 = "int8" in args.precisions
+    print("| input | MACs | threads | ONNX Runtime fp32 | TFLite fp32, no rewrites | TFLite fp32 | TFLite / ORT "
+          "| GFLOP/s (TFLite) |" + (" TFLite int8 |" if int8 else ""))
+    print("|---|---|---|---|---|---|---|---|" + ("---|" if int8 else ""))
     for size_text in args.sizes.split(","):
         size = parse_input_size(size_text)
         result = export_model(args.model, input_size=size, precisions=args.precisions, out=work / size_text)
+        plain = export_model(args.model, input_size=size, precisions="fp32", out=work / f"{size_text}-plain",
+                             rewrites=False)
         macs = result.record["model"]["macs"]
         for threads in (1, 2):
-            timers = {"ort": ort_timer(result.run_dir / "model.onnx", threads, size),
+            timers = {"ort": ort_timer(plain.run_dir / "model.onnx", threads, size),
+                      "plain": tflite_timer(plain.run_dir / "model_fp32.tflite", threads),
                       "fp32": tflite_timer(result.run_dir / "model_fp32.tflite", threads)}
-            if "int8" in args.precisions:
+            if int8:
                 timers["int8"] = tflite_timer(result.run_dir / "model_int8.tflite", threads)
-            med = interleaved_medians(timers, passes=args.passes)
-            o, t = med["ort"]["median_ms"], med["fp32"]["median_ms"]
-            row = (f"| {args.model} | {size_text} | {macs / 1e9:.3f} G | {threads} | {o:.2f} | {t:.2f} | {t / o:.2f} | "
-                   f"{2 * macs / (t / 1e3) / 1e9:.0f} |")
-            if "int8" in med:
-                row += f" {med['int8']['median_ms']:.2f} |"
+            med = {name: value["median_ms"] for name, value in rotated_block_medians(timers, passes=args.passes).items()}
+            row = (f"| {size_text} | {macs / 1e9:.3f} G | {threads} | {med['ort']:.2f} ms | {med['plain']:.2f} ms | "
+                   f"{med['fp32']:.2f} ms | {med['fp32'] / med['ort']:.2f} | {2 * macs / (med['fp32'] / 1e3) / 1e9:.0f} |")
+            if int8:
+                row += f" {med['int8']:.2f} ms |"
             print(row, flush=True)
 
 

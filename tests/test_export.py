@@ -71,11 +71,14 @@ def test_heads_are_not_in_the_exported_graphs(tiny_export):
     convs_with_heads = sum(isinstance(m, torch.nn.Conv2d) for m in with_heads.modules())
     head_convs = sum(isinstance(m, torch.nn.Conv2d) for m in with_heads.heads.modules())
     assert head_convs == 2
+    # each phase-split upsampling block runs its depthwise and projection convs once per phase (4x)
+    assert tiny_export.record["graph_rewrites"] == {"phase_split_upsampling": 4}
+    deployed_convs = convs_with_heads - head_convs + 4 * 3 * 2
     graph = onnx.load(str(tiny_export.run_dir / "model.onnx")).graph
     assert len(graph.input) == 1 and len(graph.output) == 1
-    assert sum(node.op_type == "Conv" for node in graph.node) == convs_with_heads - head_convs
+    assert sum(node.op_type == "Conv" for node in graph.node) == deployed_convs
     ops = next(a for a in tiny_export.artifacts if a["path"] == "model_fp32.tflite")["ops"]
-    assert ops.get("CONV_2D", 0) + ops.get("DEPTHWISE_CONV_2D", 0) == convs_with_heads - head_convs
+    assert ops.get("CONV_2D", 0) + ops.get("DEPTHWISE_CONV_2D", 0) == deployed_convs
 
 
 def _fake_converter(source_dir: Path):

@@ -44,13 +44,16 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     raise UserError(f"checkpoint {path} holds no state_dict; save model.state_dict() or use save_checkpoint")
 
 
-def load_state_dict_strict(model: torch.nn.Module, state_dict: dict, source: str) -> None:
+def load_state_dict_strict(model: torch.nn.Module, state_dict: dict, source: str, fresh_heads: bool = False) -> None:
     """Load weights, naming the first mismatching tensors when they do not fit the model.
 
     Weights of training-only heads present in the checkpoint are ignored when the model
-    has no heads (an export)."""
+    has no heads (an export); with ``fresh_heads``, a checkpoint without any head weights
+    leaves the model's freshly initialised heads in place."""
     own = model.state_dict()
     state_dict = {k: v for k, v in state_dict.items() if k in own or not k.startswith("heads.")}
+    if fresh_heads and not any(k.startswith("heads.") for k in state_dict):
+        own = {k: v for k, v in own.items() if not k.startswith("heads.")}
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
     wrong = [f"{k} {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
@@ -69,10 +72,12 @@ def load_state_dict_strict(model: torch.nn.Module, state_dict: dict, source: str
     model.load_state_dict(state_dict, strict=False)
 
 
-def load_checkpoint(path: str | os.PathLike, spec: str | dict | None = None, with_heads: bool = True):
+def load_checkpoint(path: str | os.PathLike, spec: str | dict | None = None, with_heads: bool = True,
+                    fresh_heads: bool = False):
     """Build the model of ``spec`` (or the one stored in the checkpoint) and load its weights.
 
-    Returns ``(model, spec, meta)``."""
+    ``fresh_heads``: a checkpoint saved without heads (an export) still loads into a model with
+    heads, which keep their fresh initialisation. Returns ``(model, spec, meta)``."""
     from mobiledepth.arch.spec import build_model
 
     data = read_checkpoint(path)
@@ -80,5 +85,5 @@ def load_checkpoint(path: str | os.PathLike, spec: str | dict | None = None, wit
     if spec is None:
         raise UserError(f"checkpoint {path} stores no spec; pass --model with the spec it was trained with")
     model = build_model(spec, with_heads=with_heads)
-    load_state_dict_strict(model, data["state_dict"], str(path))
+    load_state_dict_strict(model, data["state_dict"], str(path), fresh_heads=fresh_heads)
     return model, model.spec, data.get("meta", {})

@@ -22,8 +22,12 @@ from mobiledepth.cli.options import ingest_into_store, store_options
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory (default: runs/<model>-<HxW>).")
 @click.option("--quiet", is_flag=True, help="Print only the run directory (for CI).")
 @click.option("--json", "as_json", is_flag=True, help="Print the export record as JSON.")
+@click.option("--no-rewrites", is_flag=True,
+              help="Export the graph exactly as PyTorch writes it, without the exact speed rewrites "
+                   "(phase-split upsampling; docs/export.md).")
 @store_options
-def export(model, checkpoint, input_size, precision, calibration_data, out, quiet, as_json, store_path, no_store):
+def export(model, checkpoint, input_size, precision, calibration_data, out, quiet, as_json, no_rewrites,
+           store_path, no_store):
     """Export a depth model to ONNX and TFLite (NHWC), training-only heads stripped, with parity
     against PyTorch measured for every artifact."""
     from rich.console import Console
@@ -47,7 +51,8 @@ def export(model, checkpoint, input_size, precision, calibration_data, out, quie
 
     with status:
         result = export_model(model=model, checkpoint=checkpoint, input_size=size, precisions=precisions,
-                              calibration_data=calibration_data, out=out, progress=progress)
+                              calibration_data=calibration_data, out=out, progress=progress,
+                              rewrites=not no_rewrites)
     stored = ingest_into_store(result.record, store_path, no_store, base_dir=result.run_dir)
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {warning}")

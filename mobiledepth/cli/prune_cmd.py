@@ -32,13 +32,16 @@ from rich.console import Console
 @click.option("--val-split", default="test", show_default=True, help="Held-out split for WHDR.")
 @click.option("--val-limit", type=int, default=None, help="Use only the first N held-out images.")
 @click.option("--max-iterations", type=int, default=100, show_default=True)
+@click.option("--choose", type=click.Choice(["accuracy", "loss-per-ms"]), default=None,
+              help="Winning proposal: lowest WHDR, or smallest WHDR loss per ms saved (default: accuracy; "
+                   "a resumed run keeps its own).")
 @click.option("--store", "store_path", type=click.Path(path_type=Path), default=None, help="Store file (default: the shared store).")
 @click.option("--no-store", is_flag=True, help="Do not put the results in the store.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None, help="Run directory (default: runs/prune-<model>-<T>ms).")
 @click.option("--resume", type=click.Path(path_type=Path), default=None, help="Continue the run in RUN_DIR.")
 def prune(model, checkpoint, target_ms, device, delegate, threads, data, lut_path, input_size, train_input_size,
           short_term_steps, long_term_steps, initial_reduction, decay, workers, multiple, min_width, batch_size, lr,
-          val_split, val_limit, max_iterations, store_path, no_store, out, resume) -> None:
+          val_split, val_limit, max_iterations, choose, store_path, no_store, out, resume) -> None:
     """Shrink a model, channel group by channel group, until its latency on DEVICE is under --target-ms."""
     from mobiledepth.cli.options import parse_input_size
     from mobiledepth.errors import UserError
@@ -66,8 +69,9 @@ def prune(model, checkpoint, target_ms, device, delegate, threads, data, lut_pat
             console.print(f"long-term fine-tune ({info['steps']} steps) ...", style="dim")
 
     if resume is not None:
-        result = run_prune(PruneSettings(model="", checkpoint="", target_ms=1, data="", lut="", workers=workers)
-                           if workers != 1 else None, resume=resume, store=store, progress=progress)
+        overrides = PruneSettings(model="", checkpoint="", target_ms=1, data="", lut="", workers=workers, choose=choose)
+        result = run_prune(overrides if workers != 1 or choose else None, resume=resume, store=store,
+                           progress=progress)
     else:
         missing = [name for name, value in (("--checkpoint", checkpoint), ("--target-ms", target_ms), ("--data", data))
                    if value is None]
@@ -88,7 +92,7 @@ def prune(model, checkpoint, target_ms, device, delegate, threads, data, lut_pat
             train_input_size=parse_input_size(train_input_size) if train_input_size else None,
             short_term_steps=short_term_steps, long_term_steps=long_term_steps, initial_reduction=initial_reduction,
             decay=decay, workers=workers, multiple=multiple, min_width=min_width, batch_size=batch_size, lr=lr,
-            val_split=val_split, val_limit=val_limit, max_iterations=max_iterations)
+            val_split=val_split, val_limit=val_limit, max_iterations=max_iterations, choose=choose or "accuracy")
         out = out or Path("runs") / f"prune-{name}-{target_ms:g}ms"
         result = run_prune(settings, out=out, store=store, progress=progress)
     final = result.record["final"]

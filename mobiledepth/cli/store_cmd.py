@@ -24,20 +24,20 @@ def import_(files: tuple[str, ...], store_path: str | None) -> None:
 
     table = Table(title="imported")
     table.add_column("file", overflow="fold")
-    for column in ("kind", "artifacts", "bench results", "evals", "already there"):
+    for column in ("kind", "artifacts", "bench results", "evals", "prune steps", "already there"):
         table.add_column(column, justify="left" if column == "kind" else "right")
     paths = list(iter_record_files(files))
     with open_store(store_path) as st:
         for path in paths:
             summary = st.ingest_file(path)
             table.add_row(str(path), summary.kind, str(summary.artifacts), str(summary.bench_results),
-                          str(summary.evals), str(summary.duplicates))
+                          str(summary.evals), str(summary.prune_steps), str(summary.duplicates))
         counts, location = st.counts(), st.path
     console = Console()
     console = Console(width=max(console.width, 120))  # full paths in CI logs
     console.print(table)
     console.print(f"store {location}: {counts['artifacts']} artifacts, {counts['bench_results']} bench results, "
-                  f"{counts['evals']} evals")
+                  f"{counts['evals']} evals, {counts['prune_runs']} pruning runs ({counts['prune_steps']} steps)")
 
 
 @store.command("export")

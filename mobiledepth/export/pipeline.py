@@ -111,8 +111,11 @@ def export_model(model: str | None = None, checkpoint: str | os.PathLike | None 
                  precisions: str | list[str] | tuple[str, ...] = DEFAULT_PRECISIONS,
                  calibration_data: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
                  parity_images: int = 4, calibration_images_count: int = 64,
-                 progress: ProgressFn | None = None) -> ExportResult:
-    """Export a model to ONNX and TFLite with parity proven against PyTorch; returns the record."""
+                 progress: ProgressFn | None = None, rewrites: bool = True) -> ExportResult:
+    """Export a model to ONNX and TFLite with parity proven against PyTorch; returns the record.
+
+    ``rewrites``: apply the exact speed rewrites of ``mobiledepth.export.rewrites`` to the graph
+    (parity is always measured against the unrewritten model)."""
     from mobiledepth.sizes import check_input_size
     from mobiledepth.export.source import load_model_source
 
@@ -149,7 +152,7 @@ def export_model(model: str | None = None, checkpoint: str | os.PathLike | None 
     build = _prepare_out(run_dir)
     try:
         record = _build(source, size, chosen, calibration_data, build, parity_images,
-                        calibration_images_count, stage, warnings)
+                        calibration_images_count, stage, warnings, rewrites)
     except BaseException as exc:
         failed = run_dir.with_name(run_dir.name + ".failed")
         if any(build.iterdir()):
@@ -168,13 +171,14 @@ def export_model(model: str | None = None, checkpoint: str | os.PathLike | None 
 
 
 def _build(source, size, chosen, calibration_data, build: Path, parity_images: int,
-           calibration_count: int, stage, warnings: list[str]) -> dict:
+           calibration_count: int, stage, warnings: list[str], rewrites: bool) -> dict:
     import numpy as np
     import yaml
 
     from mobiledepth.export.calibration import calibration_images, generated_images
     from mobiledepth.export.onnx_export import export_onnx
     from mobiledepth.export.parity import measure_parity
+    from mobiledepth.export.rewrites import phase_split_upsampling
     from mobiledepth.export.runtimes import OnnxRuntime, TfliteRuntime, TorchRuntime
     from mobiledepth.export.source import deploy_module
     from mobiledepth.export.tflite import convert_with_onnx2tf, quantize
@@ -215,7 +219,8 @@ def _build(source, size, chosen, calibration_data, build: Path, parity_images: i
                           "parity": parity, **{k: v for k, v in io.items() if k not in ("layout", "input_shape", "output_shape")}})
 
     with stage("onnx", "torch.onnx.export (opset 17) + onnx.checker + ONNX Runtime parity"):
-        onnx_path = export_onnx(deployed, size, build / ARTIFACT_NAMES["onnx"])
+        graph, phase_split = phase_split_upsampling(deployed) if rewrites else (deployed, 0)
+        onnx_path = export_onnx(graph, size, build / ARTIFACT_NAMES["onnx"])
         onnx_out = OnnxRuntime(onnx_path)(parity_set)
         add(onnx_path, "onnx", "fp32", measure_parity(reference, onnx_out, "fp32"),
             {"layout": "NCHW", "input_shape": [1, 3, *size], "output_shape": [1, *onnx_out.shape[1:]]})
@@ -255,6 +260,7 @@ def _build(source, size, chosen, calibration_data, build: Path, parity_images: i
                   "checkpoint": source.checkpoint, "checkpoint_sha256": source.checkpoint_sha256},
         "input_size": list(size), "input_range": "RGB float32 in [0, 1] (ImageNet normalisation is inside the model)",
         "calibration": image_source, "artifacts": artifacts, "versions": converter_versions(),
+        "graph_rewrites": {"phase_split_upsampling": phase_split},
     }
     broken = []
     for art in artifacts:

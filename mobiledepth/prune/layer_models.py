@@ -58,9 +58,11 @@ def _layer_function(tf, layer: dict, seed: int):
 
         def fn(x, y):
             return tf.concat([x, y], axis=-1)
-    elif op == "resize_nearest":
-        def fn(x):
-            return tf.image.resize(x, [2 * h, 2 * w], method="nearest")
+    elif op == "phase_merge":  # four phase outputs → CONCATENATION + DEPTH_TO_SPACE
+        specs = specs * 4
+
+        def fn(*phases):
+            return tf.nn.depth_to_space(tf.concat(phases, axis=-1), 2)
     elif op == "resize_bilinear":
         def fn(x):
             return tf.image.resize(x, [2 * h, 2 * w], method="bilinear")

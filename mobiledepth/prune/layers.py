@@ -3,8 +3,10 @@
 The list mirrors the TFLite graph the export chain produces (BatchNorm folded into the
 convolutions, ReLU fused, NHWC): input normalisation, every convolution (full, 1x1 and
 depthwise; stride-2 ones are preceded by an explicit PAD, as onnx2tf writes them), the
-residual ADDs, the decoder's nearest x2 upsampling and skip CONCATENATIONs, the prediction
-conv and the final bilinear upsampling. Layers are pure data; identical layers (same op,
+residual ADDs, the decoder's upsampling blocks in the export's phase-split form (four
+low-resolution depthwise and projection convs, then CONCATENATION + DEPTH_TO_SPACE: the
+``phase_merge`` layer), the skip CONCATENATIONs, the prediction conv and the final bilinear
+upsampling. Layers are pure data; identical layers (same op,
 kernel, stride, activation, spatial size and channels) share one table entry.
 """
 
@@ -12,9 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mobiledepth.export.phases import PHASES, phase_radius
 from mobiledepth.prune.groups import _block_vars, _decoder_stages, check_prunable_spec
 
-OPS = ("normalize", "conv", "dwconv", "add", "concat", "resize_nearest", "resize_bilinear", "null")
+OPS = ("normalize", "conv", "dwconv", "add", "concat", "phase_merge", "resize_bilinear", "null")
 
 
 @dataclass(frozen=True)
@@ -77,11 +80,15 @@ def network_layers(spec: dict, input_size: tuple[int, int]) -> list[Layer]:
     stages = _decoder_stages(spec)
     for s in stages:
         layers.append(Layer("conv", h, w, (s["cin"], s["hidden"]), (True, True), act="relu"))
-        if s["upsample"]:
-            layers.append(Layer("resize_nearest", h, w, (s["hidden"],), (True,)))
+        if s["upsample"]:  # the export's phase-split form (mobiledepth.export.rewrites)
+            phase_kernel = 2 * phase_radius(s["kernel"]) + 1
+            layers += [Layer("dwconv", h, w, (s["hidden"],), (True,), kernel=phase_kernel, act="relu")] * len(PHASES)
+            layers += [Layer("conv", h, w, (s["hidden"], s["out"]), (True, True))] * len(PHASES)
+            layers.append(Layer("phase_merge", h, w, (s["out"],), (True,)))
             h, w = h * 2, w * 2
-        layers.append(Layer("dwconv", h, w, (s["hidden"],), (True,), kernel=s["kernel"], act="relu"))
-        layers.append(Layer("conv", h, w, (s["hidden"], s["out"]), (True, True)))
+        else:
+            layers.append(Layer("dwconv", h, w, (s["hidden"],), (True,), kernel=s["kernel"], act="relu"))
+            layers.append(Layer("conv", h, w, (s["hidden"], s["out"]), (True, True)))
         if s["residual"]:
             layers.append(Layer("add", h, w, (s["out"],), (True,)))
         if s["upsample"]:

@@ -3,10 +3,12 @@
 Each iteration lowers the latency target by ``initial_reduction * R0 * decay**(i-1)``; every
 prunable channel group proposes the widest multiple-of-``multiple`` width whose LUT estimate
 meets that target; each proposal is cut (largest-L2 filters), fine-tuned for a few steps with
-the training pipeline and scored by WHDR on a held-out split; the best WHDR wins. When the
+the training pipeline and scored by WHDR on a held-out split; the best WHDR wins (or, with
+``choose="loss-per-ms"``, the smallest WHDR loss per ms saved). When the
 estimate falls under the budget the chosen model is exported and *measured* on the device;
 if the measurement misses, the gap (measured - estimated) is carried into the estimates and
-the loop goes on. At the end: a long fine-tune, export, benchmark, and the store.
+the loop goes on. At the end: a long fine-tune, export, benchmark, and the store (the whole
+run, every step, so the report draws the trajectory).
 
 Everything an iteration decides is written to ``prune.json`` (and its checkpoint to
 ``iter_NNN/``) before the next one starts, so ``resume`` continues a stopped run.
@@ -27,6 +29,7 @@ from mobiledepth.errors import StageFailed, UserError
 from mobiledepth.io import sha256_file, write_json_atomic
 
 PRUNE_RECORD = "prune.json"
+CHOICE_RULES = ("accuracy", "loss-per-ms")
 
 
 @dataclass
@@ -60,6 +63,7 @@ class PruneSettings:
     seed: int = 0
     proposal_timeout_s: float | None = None
     measure: bool = True  # export + time on the device when the estimate meets the budget
+    choose: str | None = "accuracy"  # or "loss-per-ms" (choose_proposal); None on a resume: keep the run's
 
 
 @dataclass
@@ -88,6 +92,8 @@ def check_settings(s: PruneSettings) -> None:
         raise UserError(f"--workers must be at least 1 (got {s.workers})")
     if s.multiple < 1 or s.min_width < 1:
         raise UserError("--multiple and --min-width must be at least 1")
+    if s.choose not in CHOICE_RULES:
+        raise UserError(f"--choose must be one of {', '.join(CHOICE_RULES)} (got {s.choose!r})")
 
 
 # ----------------------------------------------------------------------------- proposals
@@ -122,6 +128,22 @@ def smallest_spec(spec: dict, multiple: int, min_width: int) -> dict:
                 widths[group.name] = width
                 break
     return set_group_widths(spec, widths)
+
+
+def choose_proposal(proposals: list[dict], rule: str, whdr_before: float, estimated_before_ms: float) -> dict:
+    """The winning proposal among successful ones (each with ``whdr`` and ``estimated_ms``).
+
+    ``accuracy``: the lowest WHDR (ties: the faster). ``loss-per-ms`` (NetAdapt's reference code):
+    the smallest (whdr - whdr_before) / (estimated_before_ms - estimated_ms); ties: the lower WHDR.
+    A proposal that saves no latency by the table ranks last."""
+    if rule == "accuracy":
+        return min(proposals, key=lambda p: (p["whdr"], p["estimated_ms"]))
+
+    def loss_per_ms(p: dict) -> float:
+        saved = estimated_before_ms - p["estimated_ms"]
+        return (p["whdr"] - whdr_before) / saved if saved > 0 else float("inf")
+
+    return min(proposals, key=lambda p: (loss_per_ms(p), p["whdr"], p["estimated_ms"]))
 
 
 def _train_config(settings: dict, checkpoint: str, steps: int, seed: int) -> dict:
@@ -223,8 +245,9 @@ def prune(settings: PruneSettings | None = None, out: str | os.PathLike | None =
         except (OSError, ValueError):
             raise UserError(f"{run_dir} holds no readable {PRUNE_RECORD}; pass the run directory of a 'mobiledepth prune' run") from None
         cfg = record["settings"]
-        if settings is not None and settings.workers != cfg["workers"]:
-            cfg["workers"] = settings.workers  # the only setting a resume may change
+        cfg.setdefault("choose", "accuracy")  # runs from before --choose chose by accuracy
+        if settings is not None:
+            _resume_overrides(settings, cfg, run_dir)
     else:
         if settings is None or out is None:
             raise UserError("prune needs settings and --out RUN_DIR (or --resume RUN_DIR)")
@@ -361,7 +384,7 @@ def prune(settings: PruneSettings | None = None, out: str | os.PathLike | None =
         if not good:
             raise StageFailed(f"iteration {i}: every proposal failed (first: {proposals[0]['error']}); "
                               f"fix the cause and resume with --resume {run_dir}")
-        best = min(good, key=lambda p: (p["whdr"], p["estimated_ms"]))
+        best = choose_proposal(good, cfg["choose"], last["whdr"], last["estimated_ms"])
         chosen_ckpt = iter_dir / "model.pt"
         shutil.copyfile(best["checkpoint"], chosen_ckpt)
         _, new_spec, _ = load_checkpoint(chosen_ckpt, with_heads=False)
@@ -382,6 +405,14 @@ def prune(settings: PruneSettings | None = None, out: str | os.PathLike | None =
         notify("iteration", entry)
 
     return _finish(run_dir, record, cfg, store, notify)
+
+
+def _resume_overrides(settings: PruneSettings, cfg: dict, run_dir: Path) -> None:
+    """A resume may change --workers only; a different --choose would mix two rules in one run."""
+    if settings.choose is not None and settings.choose != cfg["choose"]:
+        raise UserError(f"{run_dir} chooses proposals by {cfg['choose']}; resume it without --choose "
+                        f"(or start a new run with --choose {settings.choose})")
+    cfg["workers"] = settings.workers
 
 
 def _finish(run_dir: Path, record: dict, cfg: dict, store, notify) -> PruneResult:
@@ -409,6 +440,7 @@ def _finish(run_dir: Path, record: dict, cfg: dict, store, notify) -> PruneResul
             m = _measure(spec, final_ckpt, cfg, final_dir / "export")
             final.update(measured_ms=m["measured_ms"], export_dir=str(Path(m["run_dir"]).relative_to(run_dir)))
             _bench_record(Path(m["run_dir"]), cfg)
+            final["tflite_whdr"] = _evaluate_export(Path(m["run_dir"]), cfg)
         record["final"] = final
         record["status"] = "done"
         record["finished_at"] = _now()
@@ -428,37 +460,29 @@ def _bench_record(export_dir: Path, cfg: dict) -> None:
     bench(export_dir, devices=[cfg["device"]], delegate=cfg["delegate"], threads=cfg["threads"], runs=cfg["measure_runs"])
 
 
+def _evaluate_export(export_dir: Path, cfg: dict) -> float:
+    """WHDR of the exported TFLite model on the held-out split at its own (deploy) input size;
+    ``eval.json`` beside the export, for the store."""
+    from mobiledepth.evaluate.evaluate import evaluate
+
+    export = json.loads((export_dir / "export.json").read_text())
+    tflite = next(a for a in export["artifacts"] if a["format"] == "tflite")
+    result = evaluate(str(export_dir / tflite["path"]), cfg["data"], backend="tflite", split=cfg["val_split"],
+                      limit=int(cfg["val_limit"]) if cfg.get("val_limit") else None, out=export_dir / "eval.json")
+    return result.value
+
+
 def _ingest(run_dir: Path, record: dict, store) -> dict:
-    """Put the final export, its benchmark and the per-iteration accuracies into the shared store."""
+    """Put the run (every step), the final export, its benchmark and its measured accuracy into the shared store."""
     from mobiledepth.report.store import open_store
 
     with open_store(store if store else None) as db:
-        summary = {"path": str(getattr(db, "path", store) or ""), "records": 0}
-        final = record["final"]
-        if final.get("export_dir"):
-            export_dir = run_dir / final["export_dir"]
-            for name in ("export.json", "bench.json"):
-                if (export_dir / name).exists():
-                    db.ingest(json.loads((export_dir / name).read_text()), base_dir=export_dir)
-                    summary["records"] += 1
-            export = json.loads((export_dir / "export.json").read_text())
-            tflite = next(a for a in export["artifacts"] if a["format"] == "tflite")
-            db.ingest(_eval_record(record, final["whdr"], tflite["sha256"], str(export_dir / tflite["path"]),
-                                   f"{record['model']['name']}-netadapt-{record['target_ms']:g}ms", "tflite", tflite["precision"]))
-            summary["records"] += 1
-        for it in record["iterations"]:
-            ckpt = run_dir / it["checkpoint"]
-            db.ingest(_eval_record(record, it["whdr"], sha256_file(ckpt), str(ckpt),
-                                   f"{record['model']['name']}-netadapt-iter{it['iteration']:03d}", "torch", "fp32"))
-            summary["records"] += 1
+        summary = {"path": str(db.path), "records": 0}
+        export_dir = run_dir / record["final"]["export_dir"] if record["final"].get("export_dir") else None
+        for name in ("export.json", "bench.json", "eval.json"):
+            if export_dir is not None and (export_dir / name).exists():
+                db.ingest(json.loads((export_dir / name).read_text()), base_dir=export_dir)
+                summary["records"] += 1
+        db.ingest(record, base_dir=run_dir)  # the trajectory: one store row per step
+        summary["records"] += 1
     return summary
-
-
-def _eval_record(record: dict, whdr: float, sha: str, path: str, name: str, backend: str, precision: str) -> dict:
-    settings = record["settings"]
-    return {"kind": "eval", "schema": 1, "created_at": _now(), "model_path": path, "artifact_sha256": sha,
-            "model_name": name, "backend": backend, "precision": precision,
-            "dataset": {"name": "diw", "root": str(settings["data"]), "hash": None, "images": None, "pairs": None,
-                        "split": settings["val_split"]},
-            "metric": "whdr", "value": whdr, "correct": None, "pairs": None,
-            "input_size": list(settings["train_input_size"])}

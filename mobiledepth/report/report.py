@@ -5,7 +5,8 @@ thread count), with p50, p90, the spread (p95 - p5), parameters, MACs and the WH
 the same artifact (or, failing that, for the checkpoint it was exported from). The paper's
 reported figures (model cards in ``models/*.yaml``, key ``card.reported``) are added as
 reference rows, marked "reported, not measured". Flags: silent delegate fallback, partial
-delegation, failed run, stale artifact (its spec changed since export).
+delegation, failed run, stale artifact (its spec changed since export). NetAdapt runs in the
+store are drawn as trajectories on the plot and listed step by step ("Pruning runs").
 
 Formats: Markdown, a single self-contained HTML page (the latency-vs-WHDR plot embedded as a
 base64 PNG), JSON and CSV.
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from mobiledepth.errors import UserError
-from mobiledepth.report.store import ArtifactRow, BenchRow, EvalRow, Store
+from mobiledepth.report.store import ArtifactRow, BenchRow, EvalRow, PruneStepRow, Store
 
 FORMATS = ("md", "html", "json", "csv")
 REPORTED = "reported, not measured"
@@ -69,6 +70,34 @@ class Row:
 
 
 @dataclass
+class PruneRun:
+    """One NetAdapt run from the store: its steps in order, the final model (if any) last."""
+
+    run_id: str
+    model: str
+    device: str
+    delegate: str | None
+    target_ms: float | None
+    choose: str | None
+    status: str | None
+    run_dir: str | None
+    created_at: str | None
+    steps: list[PruneStepRow]
+
+    @property
+    def label(self) -> str:
+        target = f", target {self.target_ms:.4g} ms" if self.target_ms is not None else ""
+        return f"{self.model} on {self.device}/{self.delegate}{target}"
+
+
+def step_latency(step: PruneStepRow) -> tuple[float, str]:
+    """The latency a step is drawn at: measured on the device if it was, else the LUT estimate."""
+    if step.measured_ms is not None:
+        return step.measured_ms, "measured"
+    return step.estimated_ms, "estimate"
+
+
+@dataclass
 class Report:
     """Everything a renderer needs."""
 
@@ -77,6 +106,7 @@ class Report:
     store_path: str
     filters: dict[str, list[str]]
     notes: list[str] = field(default_factory=list)
+    prune_runs: list[PruneRun] = field(default_factory=list)
 
     @property
     def measured(self) -> list[Row]:
@@ -248,6 +278,19 @@ def _measured_row(r: BenchRow, artifact: ArtifactRow | None, evals: list[EvalRow
     )
 
 
+def prune_runs(steps: Iterable[PruneStepRow]) -> list[PruneRun]:
+    """Group stored steps (already in run order) into runs."""
+    runs: dict[str, PruneRun] = {}
+    for step in steps:
+        if step.run_id not in runs:
+            runs[step.run_id] = PruneRun(
+                run_id=step.run_id, model=step.model_name or "?", device=step.device or "?", delegate=step.delegate,
+                target_ms=step.target_ms, choose=step.choose, status=step.status, run_dir=step.run_dir,
+                created_at=step.created_at, steps=[])
+        runs[step.run_id].steps.append(step)
+    return list(runs.values())
+
+
 def build_report(
     store: Store,
     devices: Sequence[str] = (),
@@ -273,11 +316,12 @@ def build_report(
         for r in results
     ]
     reported = reported_rows(model_card_paths() if card_paths is None else card_paths, notes)
+    runs = prune_runs(store.prune_steps())
     everything = measured + reported
     for label, patterns, attr in (("device", devices, "device"), ("model", models, "model")):
         for pattern in patterns:
-            if not any(_matches(getattr(row, attr), [pattern]) for row in everything):
-                known = sorted({getattr(row, attr) for row in everything if getattr(row, attr) != "-"})
+            if not any(_matches(getattr(row, attr), [pattern]) for row in everything + runs):
+                known = sorted({getattr(row, attr) for row in everything + runs if getattr(row, attr) != "-"})
                 listing = ", ".join(known) if known else "none (the store is empty: run bench or 'store import')"
                 raise UserError(f"no {label} matches '{pattern}'; known {label}s: {listing}")
     rows = [
@@ -291,6 +335,7 @@ def build_report(
         store_path=str(store.path),
         filters={"device": list(devices), "model": list(models)},
         notes=notes,
+        prune_runs=[run for run in runs if _matches(run.model, models) and _matches(run.device, devices)],
     )
 
 
@@ -327,8 +372,32 @@ def plot_points(report: Report) -> list[dict]:
     ]
 
 
+def _draw_prune_runs(ax, runs: Sequence[PruneRun]) -> None:
+    """Each run: its steps joined in order (filled: measured, hollow: LUT estimate), a star for the final
+    model, and its target latency as a dashed vertical line, all in the run's colour."""
+    import matplotlib.pyplot as plt
+
+    for n, run in enumerate(runs):
+        color = plt.cm.Dark2(n % 8)
+        steps = [s for s in run.steps if s.whdr is not None]
+        latencies = [step_latency(s) for s in steps]
+        ax.plot([x for x, _ in latencies], [s.whdr for s in steps], "-", color=color, linewidth=1.2, alpha=0.8,
+                zorder=2, label=run.label)
+        for step, (x, source) in zip(steps, latencies):
+            ax.scatter(x, step.whdr, s=170 if step.final else 30, marker="*" if step.final else "o",
+                       color=color if source == "measured" else "white", edgecolors=color, linewidths=1.2, zorder=4)
+        if run.target_ms is not None:
+            ax.axvline(run.target_ms, color=color, linestyle="--", linewidth=1, zorder=1)
+    for marker, face, text in (("o", "gray", "pruning step, measured on the device"),
+                               ("o", "white", "pruning step, LUT estimate"),
+                               ("*", "gray", "final model (long fine-tune)")):
+        ax.scatter([], [], marker=marker, color=face, edgecolors="gray", s=60 if marker == "*" else 30, label=text)
+    ax.plot([], [], "--", color="gray", linewidth=1, label="target latency of the run")
+
+
 def render_plot_png(report: Report, dpi: int = 110) -> bytes:
-    """Latency (p50) vs WHDR, a point per model per device, area by parameters, Pareto front per device."""
+    """Latency (p50) vs WHDR, a point per model per device, area by parameters, Pareto front per device,
+    and each NetAdapt run as a line of steps."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -359,15 +428,25 @@ def render_plot_png(report: Report, dpi: int = 110) -> bytes:
             ax.scatter([], [], color=colors[device], label=device)
         if any(p["source"] == "reported" for p in points):
             ax.scatter([], [], color="none", edgecolors="gray", marker="D", label=REPORTED)
-        if not points:
+        runs = report.prune_runs
+        if runs:
+            _draw_prune_runs(ax, runs)
+        if not points and not runs:
             ax.text(0.5, 0.5, "no model has both a latency and a WHDR yet\n(run bench and eval, or store import)",
                     ha="center", va="center", transform=ax.transAxes)
         else:
-            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="device", title_fontsize=7)
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                      title="device / pruning run" if runs else "device", title_fontsize=7)
             ax.margins(x=0.15, y=0.12)
-        ax.set_xlabel("latency p50 (ms, fastest delegate per device)")
+        title = "lines: Pareto front per device"
+        if runs:
+            title += "; connected steps: NetAdapt runs"
+            ax.set_xlabel("latency (ms): p50 of the fastest delegate per device; pruning steps: as measured "
+                          "by the run, else its LUT estimate", fontsize=8)
+        else:
+            ax.set_xlabel("latency p50 (ms, fastest delegate per device)")
         ax.set_ylabel("WHDR (lower is better)")
-        ax.set_title("Latency vs accuracy (marker area ~ parameters; lines: Pareto front per device)", fontsize=9)
+        ax.set_title(f"Latency vs accuracy (marker area ~ parameters; {title})", fontsize=9)
         ax.grid(True, alpha=0.3)
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", bbox_inches="tight")
@@ -415,6 +494,48 @@ def _legend() -> list[str]:
     ]
 
 
+PRUNE_COLUMNS = ("iteration", "target ms", "estimated ms", "measured ms", "WHDR", "chosen group")
+
+
+def _ms3(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _prune_cells(step: PruneStepRow) -> list[str]:
+    """One line of a run's table, in PRUNE_COLUMNS order."""
+    if step.final:
+        chosen = "final model (long-term fine-tune)"
+    elif step.chosen_group:
+        chosen = f"{step.chosen_group} -> {step.chosen_width}"
+    else:
+        chosen = "(start)"
+    return ["final" if step.final else str(step.iteration), _ms3(step.step_target_ms), _ms3(step.estimated_ms),
+            _ms3(step.measured_ms), "-" if step.whdr is None else f"{step.whdr:.4f}", chosen]
+
+
+def _prune_caption(run: PruneRun) -> str:
+    iterations = max(0, sum(not s.final for s in run.steps) - 1)
+    where = f" in {run.run_dir}" if run.run_dir else ""
+    return (f"Run {run.run_id}{where}, started {run.created_at or '?'}: {iterations} iterations, proposals chosen "
+            f"by {run.choose or 'accuracy'}, status {run.status or 'unknown'}.")
+
+
+PRUNE_LEGEND = ("One table per NetAdapt run. 'estimated ms': the lookup table's estimate; 'measured ms': the run's "
+                "own measurement on the device ('-': not measured, so the plot draws the estimate, hollow).")
+
+
+def _markdown_prune(runs: Sequence[PruneRun]) -> list[str]:
+    """The "Pruning runs" section: one table per run (nothing when there are no runs)."""
+    if not runs:
+        return []
+    lines = ["", "## Pruning runs", "", PRUNE_LEGEND]
+    for run in runs:
+        lines += ["", f"### {run.label}", "", _prune_caption(run), "",
+                  "| " + " | ".join(PRUNE_COLUMNS) + " |", "|" + "---|" * len(PRUNE_COLUMNS)]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in _prune_cells(s)) + " |" for s in run.steps]
+    return lines
+
+
 def render_markdown(report: Report) -> str:
     """The report as a GitHub-flavoured Markdown table."""
     lines = ["# mobiledepth report", "",
@@ -428,6 +549,7 @@ def render_markdown(report: Report) -> str:
     if not report.rows:
         lines.append("| " + " | ".join(["(no results)"] + [""] * (len(COLUMNS) - 1)) + " |")
     lines += [""] + [f"- {text}" for text in _legend()] + [f"- note: {n}" for n in report.notes]
+    lines += _markdown_prune(report.prune_runs)
     return "\n".join(lines) + "\n"
 
 
@@ -439,6 +561,26 @@ th{background:#eef}td.l{text-align:left}tr.reported td{background:#f6f6f6;color:
 .failed{background:#d33;color:#fff}.fallback{background:#f90}.partial{background:#fd6}
 .stale{background:#96f;color:#fff}.reported{background:#ccc}img{max-width:100%;margin-top:16px}
 """
+
+
+def _html_prune_row(step: PruneStepRow) -> str:
+    cells = _prune_cells(step)
+    tds = [f"<td>{html.escape(c)}</td>" for c in cells[:-1]] + [f'<td class="l">{html.escape(cells[-1])}</td>']
+    style = ' style="font-weight:bold"' if step.final else ""
+    return f"<tr{style}>{''.join(tds)}</tr>"
+
+
+def _html_prune(runs: Sequence[PruneRun]) -> str:
+    """The "Pruning runs" section as HTML tables (empty when there are no runs)."""
+    if not runs:
+        return ""
+    head = "".join(f"<th>{html.escape(t)}</th>" for t in PRUNE_COLUMNS)
+    parts = [f"<h2>Pruning runs</h2><p>{html.escape(PRUNE_LEGEND)}</p>"]
+    for run in runs:
+        body = "".join(_html_prune_row(step) for step in run.steps)
+        parts.append(f"<h3>{html.escape(run.label)}</h3><p>{html.escape(_prune_caption(run))}</p>"
+                     f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+    return "".join(parts)
 
 
 def render_html(report: Report, png: bytes | None = None) -> str:
@@ -468,32 +610,62 @@ def render_html(report: Report, png: bytes | None = None) -> str:
         f"<style>{_CSS}</style></head><body><h1>mobiledepth report</h1>"
         f"<p>Generated {html.escape(report.generated_at)} from <code>{html.escape(report.store_path)}</code></p>"
         f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table><ul>{legend}</ul>"
-        f'<img alt="latency vs WHDR" src="data:image/png;base64,{image}"></body></html>\n'
+        f'<img alt="latency vs WHDR" src="data:image/png;base64,{image}">{_html_prune(report.prune_runs)}'
+        "</body></html>\n"
     )
 
 
+_RUN_LEVEL = ("run_id", "model_name", "device", "delegate", "target_ms", "choose", "status", "run_dir", "created_at")
+
+
+def prune_run_dict(run: PruneRun) -> dict:
+    """A run as JSON: its settings once, then every step with the latency it is drawn at."""
+    steps = []
+    for step in run.steps:
+        latency, source = step_latency(step)
+        steps.append({**{k: v for k, v in asdict(step).items() if k not in _RUN_LEVEL},
+                      "latency_ms": latency, "latency_from": source})
+    return {**{k: v for k, v in asdict(run).items() if k != "steps"}, "label": run.label, "steps": steps}
+
+
 def report_dict(report: Report) -> dict:
-    """The report as plain JSON-able data."""
-    return {
+    """The report as plain JSON-able data (``prune_runs`` only when the store has pruning runs)."""
+    data = {
         "kind": "report", "schema": 1, "generated_at": report.generated_at, "store": report.store_path,
         "filters": report.filters, "notes": report.notes,
         "rows": [{**asdict(r), "flag_text": [FLAG_TEXT[f] for f in r.flags]} for r in report.rows],
         "plot_points": plot_points(report),
     }
+    if report.prune_runs:
+        data["prune_runs"] = [prune_run_dict(run) for run in report.prune_runs]
+    return data
 
 
 CSV_FIELDS = [f for f in Row.__dataclass_fields__]
+PRUNE_CSV_FIELDS = ["run_id", "iteration", "final", "target_ms", "step_target_ms", "estimated_ms", "measured_ms",
+                    "chosen_group", "chosen_width"]
+
+
+def _prune_csv_rows(runs: Sequence[PruneRun]) -> Iterable[dict]:
+    """Pruning steps as CSV lines with ``source`` = "prune" (the measured / reported columns stay empty)."""
+    for run in runs:
+        for step in run.steps:
+            yield {"source": "prune", "model": run.model, "device": run.device, "delegate": run.delegate,
+                   "params": step.params, "whdr": step.whdr, "artifact_sha256": step.artifact_sha256,
+                   "target_ms": run.target_ms, **{k: getattr(step, k) for k in PRUNE_CSV_FIELDS if k != "target_ms"}}
 
 
 def render_csv(report: Report) -> str:
-    """One CSV line per row; flags joined with ';'."""
+    """One CSV line per row; flags joined with ';'. Pruning steps follow, with their own columns at the end."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
+    extra = PRUNE_CSV_FIELDS if report.prune_runs else []
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS + extra, lineterminator="\n")
     writer.writeheader()
     for row in report.rows:
         data = asdict(row)
         data["flags"] = ";".join(FLAG_TEXT[f] for f in row.flags)
         writer.writerow(data)
+    writer.writerows(_prune_csv_rows(report.prune_runs))
     return buffer.getvalue()
 
 

@@ -10,6 +10,8 @@ Safety:
   ingest at once and nothing is lost; readers never block writers.
 - One record = one transaction: a crash (or an exception) mid-ingest leaves no half record.
 - Raw benchmark samples are stored as given; statistics are derived from them on read.
+- A NetAdapt run (``prune.json``) is kept whole, plus one row per step (every iteration and
+  the final model), so the report can draw the pruning trajectory.
 - ``schema_version`` + an ordered list of migrations: a newer mobiledepth upgrades an older
   store in place (inside a transaction); an older mobiledepth refuses a newer store.
 """
@@ -26,9 +28,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from mobiledepth.errors import UserError
-from mobiledepth.io import sha256_json
+from mobiledepth.io import sha256_file, sha256_json
 
-RECORD_SCHEMA = 1  # the version of the JSON records (export.json, bench.json, eval) we read
+RECORD_SCHEMA = 1  # the version of the JSON records (export.json, bench.json, eval, prune.json) we read
 BUSY_TIMEOUT_MS = 60_000
 STORE_MARKER_TABLE = "mobiledepth_schema"
 
@@ -113,7 +115,32 @@ def _migration_2(conn: sqlite3.Connection) -> None:
         conn.execute(f"CREATE UNIQUE INDEX {table}_by_key ON {table}(record_key)")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migration_1, _migration_2]
+def _migration_3(conn: sqlite3.Connection) -> None:
+    """v3: NetAdapt runs (the whole prune.json) and their steps (every iteration + the final model)."""
+    _run_script(
+        conn,
+        """
+        CREATE TABLE prune_runs (
+            run_id TEXT PRIMARY KEY,
+            model_name TEXT, device TEXT, delegate TEXT, target_ms REAL, choose TEXT, status TEXT,
+            run_dir TEXT, created_at TEXT, finished_at TEXT, steps INTEGER NOT NULL,
+            ingested_at TEXT NOT NULL, raw TEXT NOT NULL
+        );
+        CREATE TABLE prune_steps (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT NOT NULL REFERENCES prune_runs(run_id),
+            iteration INTEGER NOT NULL, final INTEGER NOT NULL DEFAULT 0,
+            step_target_ms REAL, estimated_ms REAL NOT NULL, measured_ms REAL, whdr REAL, params INTEGER,
+            chosen_group TEXT, chosen_width INTEGER, widths TEXT,
+            checkpoint_sha256 TEXT, artifact_sha256 TEXT, finished_at TEXT, ingested_at TEXT NOT NULL,
+            UNIQUE (run_id, iteration, final)
+        );
+        CREATE INDEX prune_steps_by_artifact ON prune_steps(artifact_sha256)
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migration_1, _migration_2, _migration_3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -222,17 +249,21 @@ class IngestSummary:
     artifacts: int = 0
     bench_results: int = 0
     evals: int = 0
+    prune_steps: int = 0
     duplicates: int = 0
 
     def __iadd__(self, other: "IngestSummary") -> "IngestSummary":
         self.artifacts += other.artifacts
         self.bench_results += other.bench_results
         self.evals += other.evals
+        self.prune_steps += other.prune_steps
         self.duplicates += other.duplicates
         return self
 
 
 def _require(record: dict, keys: Iterable[str], what: str) -> None:
+    if not isinstance(record, dict):
+        raise UserError(f"{what} is {type(record).__name__}, not a JSON object; is it a mobiledepth record?")
     missing = [k for k in keys if k not in record]
     if missing:
         raise UserError(f"{what} lacks {', '.join(missing)}; is it a mobiledepth record (schema {RECORD_SCHEMA})?")
@@ -255,7 +286,7 @@ def plain_record(record: Any) -> Any:
 def _validate(record: Any) -> str:
     """Return the record's kind, or raise a one-line UserError before anything is written."""
     if not isinstance(record, dict) or "kind" not in record:
-        raise UserError("not a mobiledepth record (no 'kind'); import export.json, bench.json or eval records")
+        raise UserError("not a mobiledepth record (no 'kind'); import export.json, bench.json, prune.json or eval records")
     kind = record["kind"]
     if kind not in _INGESTERS:
         raise UserError(f"unknown record kind {kind!r}; expected one of {', '.join(sorted(_INGESTERS))}")
@@ -272,6 +303,8 @@ def _validate(record: Any) -> str:
             _require(result, ("artifact_sha256", "device", "delegate"), "bench result")
     elif kind == "eval":
         _require(record, ("metric", "value"), "eval record")
+    elif kind == "prune":
+        _validate_prune(record)
     elif kind == "store_export":
         _require(record, ("records",), "store export")
         for inner in record["records"]:
@@ -279,6 +312,35 @@ def _validate(record: Any) -> str:
                 raise UserError("nested store exports are not allowed")
             _validate(inner)
     return kind
+
+
+_PRUNE_KEYS = ("model", "device", "delegate", "target_ms", "created_at", "iterations")
+_STEP_KEYS = ("iteration", "estimated_ms", "whdr")
+
+
+def _require_number(record: dict, key: str, what: str, nullable: bool = False) -> None:
+    value = record.get(key)
+    if (value is None and nullable) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return
+    raise UserError(f"{what} has {key} = {value!r}, not a number; is it a prune.json written by 'mobiledepth prune'?")
+
+
+def _validate_prune(record: dict) -> None:
+    """Every key the store and the report read from a prune record (one-line error naming the first gap)."""
+    _require(record, _PRUNE_KEYS, "prune record")
+    _require(record["model"], ("name",), "prune record's model")
+    _require_number(record, "target_ms", "prune record")
+    if not isinstance(record["iterations"], list) or not record["iterations"]:
+        raise UserError("prune record has no iterations; import the prune.json of a run that has started")
+    steps = [(it, f"prune record's iterations[{n}]", _STEP_KEYS) for n, it in enumerate(record["iterations"])]
+    if record.get("final") is not None:
+        steps.append((record["final"], "prune record's final", _STEP_KEYS[1:]))
+    for step, what, keys in steps:
+        _require(step, keys, what)
+        for key in ("iteration", "estimated_ms")[keys is not _STEP_KEYS:]:
+            _require_number(step, key, what)
+        _require_number(step, "measured_ms", what, nullable=True)
+        _require_number(step, "whdr", what, nullable=True)
 
 
 def _j(value: Any) -> str | None:
@@ -374,6 +436,92 @@ def _ingest_eval(conn: sqlite3.Connection, record: dict, base_dir: Path | None) 
     return summary
 
 
+def prune_run_id(record: dict) -> str:
+    """A prune run's identity: its start checkpoint and spec, start time, device, delegate and target."""
+    model = record["model"]
+    key = [model.get("checkpoint_sha256"), model.get("spec_hash"), record["created_at"], record["device"],
+           record["delegate"], record["target_ms"]]
+    return sha256_json(key)[:16]
+
+
+def _final_artifact(export_json: Path) -> dict | None:
+    """The exported TFLite artifact (the one the final bench timed) of an export.json, with the model's params."""
+    try:
+        export = json.loads(export_json.read_text())
+    except (OSError, ValueError):  # no (readable) export: the final step stays unlinked
+        return None
+    tflite = [a for a in export.get("artifacts") or [] if a.get("format") == "tflite"]
+    if not tflite:
+        return None
+    return {"artifact_sha256": tflite[0].get("sha256"), "params": (export.get("model") or {}).get("params")}
+
+
+def _resolve_prune_files(record: dict, base_dir: Path) -> None:
+    """Fill in what the run directory knows: each step's checkpoint sha256, the final artifact and its params."""
+    final = record.get("final")
+    for step in record["iterations"] + ([final] if final else []):
+        path = base_dir / step["checkpoint"] if step.get("checkpoint") else None
+        if "checkpoint_sha256" not in step and path is not None and path.is_file():
+            step["checkpoint_sha256"] = sha256_file(path)
+    if final and final.get("export_dir") and "artifact_sha256" not in final:
+        linked = _final_artifact(base_dir / final["export_dir"] / "export.json")
+        if linked:
+            final["params"] = final.get("params") or linked["params"]
+            final["artifact_sha256"] = linked["artifact_sha256"]
+    record.setdefault("run_dir", str(base_dir.resolve()))
+
+
+def _prune_step_rows(record: dict, run_id: str) -> list[tuple]:
+    """One row per iteration, plus the final model (numbered as the last iteration, ``final`` = 1)."""
+    iterations = record["iterations"]
+    steps = [(it, 0, it.get("finished_at")) for it in iterations]
+    if record.get("final") is not None:
+        steps.append((record["final"], 1, record.get("finished_at")))
+    rows = []
+    for step, final, finished_at in steps:
+        chosen = step.get("chosen") or {}
+        rows.append((
+            run_id, step.get("iteration", iterations[-1]["iteration"]), final, step.get("target_ms"),
+            step["estimated_ms"], step.get("measured_ms"), step.get("whdr"), step.get("params"),
+            chosen.get("group"), chosen.get("width"), _j(step.get("widths")), step.get("checkpoint_sha256"),
+            step.get("artifact_sha256"), finished_at, _now(),
+        ))
+    return rows
+
+
+_PRUNE_STEP_COLUMNS = (
+    "run_id, iteration, final, step_target_ms, estimated_ms, measured_ms, whdr, params, chosen_group,"
+    " chosen_width, widths, checkpoint_sha256, artifact_sha256, finished_at, ingested_at"
+)
+
+
+def _ingest_prune(conn: sqlite3.Connection, record: dict, base_dir: Path | None) -> IngestSummary:
+    """The run (newest record wins: a resumed run re-imported adds its new steps) and its steps."""
+    summary = IngestSummary("prune")
+    run_id = prune_run_id(record)
+    rows = _prune_step_rows(record, run_id)
+    conn.execute(
+        "INSERT INTO prune_runs (run_id, model_name, device, delegate, target_ms, choose, status, run_dir,"
+        " created_at, finished_at, steps, ingested_at, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        " ON CONFLICT(run_id) DO UPDATE SET status = excluded.status, finished_at = excluded.finished_at,"
+        " steps = excluded.steps, ingested_at = excluded.ingested_at, raw = excluded.raw"
+        " WHERE excluded.steps >= prune_runs.steps",
+        (
+            run_id, record["model"]["name"], record["device"], record["delegate"], record["target_ms"],
+            (record.get("settings") or {}).get("choose", "accuracy"), record.get("status"), record.get("run_dir"),
+            record["created_at"], record.get("finished_at"), len(rows), _now(), _j(record),
+        ),
+    )
+    placeholders = ",".join("?" * len(rows[0]))
+    for row in rows:
+        cursor = conn.execute(f"INSERT OR IGNORE INTO prune_steps ({_PRUNE_STEP_COLUMNS}) VALUES ({placeholders})", row)
+        if cursor.rowcount:
+            summary.prune_steps += 1
+        else:
+            summary.duplicates += 1
+    return summary
+
+
 def _ingest_store_export(conn: sqlite3.Connection, record: dict, base_dir: Path | None) -> IngestSummary:
     summary = IngestSummary("store_export")
     for inner in record["records"]:
@@ -385,6 +533,7 @@ _INGESTERS: dict[str, Callable[[sqlite3.Connection, dict, Path | None], IngestSu
     "export": _ingest_export,
     "bench": _ingest_bench,
     "eval": _ingest_eval,
+    "prune": _ingest_prune,
     "store_export": _ingest_store_export,
 }
 
@@ -481,6 +630,33 @@ class EvalRow:
     created_at: str | None
 
 
+@dataclass
+class PruneStepRow:
+    """One step of a stored NetAdapt run (an iteration, or the final model), with its run's settings."""
+
+    run_id: str
+    model_name: str | None
+    device: str | None
+    delegate: str | None
+    target_ms: float | None
+    choose: str | None
+    status: str | None
+    run_dir: str | None
+    created_at: str | None
+    iteration: int
+    final: bool
+    step_target_ms: float | None
+    estimated_ms: float
+    measured_ms: float | None
+    whdr: float | None
+    params: int | None
+    chosen_group: str | None
+    chosen_width: int | None
+    widths: dict | None
+    checkpoint_sha256: str | None
+    artifact_sha256: str | None
+
+
 def _bench_from_sql(row: sqlite3.Row) -> BenchRow:
     samples = json.loads(row["samples_us"]) if row["samples_us"] else []
     tool_stats = json.loads(row["tool_stats"]) if row["tool_stats"] else None
@@ -528,13 +704,16 @@ class Store:
 
     # -- writing
     def ingest(self, record: dict, base_dir: str | os.PathLike | None = None) -> IngestSummary:
-        """Add one JSON record (export / bench / eval / store_export) in a single transaction.
+        """Add one JSON record (export / bench / eval / prune / store_export) in a single transaction.
 
-        ``base_dir`` resolves the relative artifact paths of an export record (its run directory).
-        Bench results and evals already in the store are counted as duplicates, not added twice.
+        ``base_dir`` (the record's run directory) resolves the relative artifact paths of an export
+        record and the checkpoints / final export of a prune record. Bench results, evals and prune
+        steps already in the store are counted as duplicates, not added twice.
         """
         record = plain_record(record)
         kind = _validate(record)
+        if kind == "prune" and base_dir is not None:
+            _resolve_prune_files(record, Path(base_dir))  # file reads, before the write lock
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -551,9 +730,9 @@ class Store:
         try:
             record = json.loads(file.read_text())
         except FileNotFoundError:
-            raise UserError(f"no such record file: {file}; pass the path of an export.json / bench.json") from None
+            raise UserError(f"no such record file: {file}; pass the path of an export.json / bench.json / prune.json") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise UserError(f"{file} is not JSON ({exc}); pass an export.json / bench.json / eval record") from None
+            raise UserError(f"{file} is not JSON ({exc}); pass an export.json / bench.json / prune.json / eval record") from None
         try:
             return self.ingest(record, base_dir=file.parent)
         except UserError as exc:
@@ -590,6 +769,25 @@ class Store:
             for r in self._rows("SELECT * FROM evals ORDER BY id")
         ]
 
+    def prune_steps(self) -> list[PruneStepRow]:
+        """Every step of every stored NetAdapt run: runs oldest first, iterations in order, the final step last."""
+        rows = self._rows(
+            "SELECT s.*, r.model_name, r.device, r.delegate, r.target_ms, r.choose, r.status, r.run_dir, r.created_at"
+            " FROM prune_steps s JOIN prune_runs r USING (run_id) ORDER BY r.created_at, s.run_id, s.final, s.iteration"
+        )
+        return [
+            PruneStepRow(
+                run_id=r["run_id"], model_name=r["model_name"], device=r["device"], delegate=r["delegate"],
+                target_ms=r["target_ms"], choose=r["choose"], status=r["status"], run_dir=r["run_dir"],
+                created_at=r["created_at"], iteration=r["iteration"], final=bool(r["final"]),
+                step_target_ms=r["step_target_ms"], estimated_ms=r["estimated_ms"], measured_ms=r["measured_ms"],
+                whdr=r["whdr"], params=r["params"], chosen_group=r["chosen_group"], chosen_width=r["chosen_width"],
+                widths=json.loads(r["widths"]) if r["widths"] else None,
+                checkpoint_sha256=r["checkpoint_sha256"], artifact_sha256=r["artifact_sha256"],
+            )
+            for r in rows
+        ]
+
     def model_name_of(self, sha256: str) -> str | None:
         """The model name recorded for an artifact (export or bench), or None."""
         for sql in (
@@ -605,7 +803,7 @@ class Store:
         """Number of rows per table."""
         return {
             t: self._conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-            for t in ("artifacts", "bench_results", "evals")
+            for t in ("artifacts", "bench_results", "evals", "prune_runs", "prune_steps")
         }
 
     def export_records(self) -> dict:
@@ -619,6 +817,7 @@ class Store:
         if results:
             records.append({"kind": "bench", "schema": RECORD_SCHEMA, "created_at": _now(), "results": results})
         records.extend(json.loads(r["raw"]) for r in self._rows("SELECT raw FROM evals ORDER BY id"))
+        records.extend(json.loads(r["raw"]) for r in self._rows("SELECT raw FROM prune_runs ORDER BY created_at, run_id"))
         return {"kind": "store_export", "schema": RECORD_SCHEMA, "created_at": _now(),
                 "store_schema": SCHEMA_VERSION, "records": records}
 
@@ -628,15 +827,15 @@ class Store:
 
 
 def iter_record_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
-    """Expand directories to the record files inside them (export.json, bench*.json, eval*.json)."""
+    """Expand directories to the record files inside them (export.json, prune.json, bench*.json, eval*.json)."""
     for p in map(Path, paths):
         if p.is_dir():
             found = sorted(
                 f for f in p.rglob("*.json")
-                if f.name == "export.json" or f.name.startswith(("bench", "eval"))
+                if f.name in ("export.json", "prune.json") or f.name.startswith(("bench", "eval"))
             )
             if not found:
-                raise UserError(f"no export.json / bench*.json / eval*.json under {p}; pass record files")
+                raise UserError(f"no export.json / prune.json / bench*.json / eval*.json under {p}; pass record files")
             yield from found
         else:
             yield p

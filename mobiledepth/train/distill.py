@@ -21,12 +21,8 @@ def load_model_ref(ref: str, with_heads: bool = True):
     if path.suffix.lower() in (".pt", ".pth"):
         if not path.is_file():
             raise UserError(f"checkpoint {ref} does not exist; check the path")
-        model, spec, _ = load_checkpoint(path, with_heads=False)
-        if with_heads and spec["architecture"].get("heads"):
-            # a checkpoint saved without heads (an export, or training without them): fresh heads
-            plain = model
-            model = build_model(spec, with_heads=True)
-            model.load_state_dict(plain.state_dict(), strict=False)
+        # trained heads load with the rest; a checkpoint saved without them (an export) gets fresh ones
+        model, spec, _ = load_checkpoint(path, with_heads=with_heads, fresh_heads=True)
         return model, spec
     model = build_model(ref, with_heads=with_heads)
     return model, model.spec

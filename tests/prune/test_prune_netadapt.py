@@ -56,16 +56,9 @@ def test_loop_reaches_the_target(setup):
     target = 0.75 * start
     result = prune(settings(root, ckpt, target), out=root / "run", store=root / "store.sqlite")
     record = json.loads((root / "run" / "prune.json").read_text())
-    # every iteration's accuracy is in the store, named after its iteration
-    assert record["store"]["records"] == len(record["iterations"])
-    from mobiledepth.report.store import open_store
-
-    import sqlite3
-
-    names = [r[0] for r in sqlite3.connect(root / "store.sqlite").execute("SELECT model_name FROM evals")]
-    assert sorted(names) == [f"mdepth-tiny-netadapt-iter{i:03d}" for i in range(len(record["iterations"]))]
-    open_store(root / "store.sqlite")  # still a valid store
     assert record == result.record and record["status"] == "done" and record["kind"] == "prune"
+    assert record["settings"]["choose"] == "accuracy"
+    _check_stored_trajectory(root / "store.sqlite", root / "run", record)
     its = record["iterations"]
     assert its[0]["estimated_ms"] == pytest.approx(start)
     assert all(b["estimated_ms"] < a["estimated_ms"] for a, b in zip(its, its[1:]))  # every step cuts latency
@@ -80,6 +73,28 @@ def test_loop_reaches_the_target(setup):
     assert _estimate_ms(root, final_spec) == pytest.approx(record["final"]["estimated_ms"])
     assert model(torch.rand(1, 3, 64, 64)).shape == (1, 1, 64, 64)
     assert 0 <= record["final"]["whdr"] <= 1
+
+
+def _check_stored_trajectory(store, run_dir: Path, record: dict) -> None:
+    """The store holds one step per iteration plus the final model, as prune.json says; the report draws them."""
+    from mobiledepth.io import sha256_file
+    from mobiledepth.report.report import build_report, render, render_plot_png
+    from mobiledepth.report.store import open_store
+
+    assert record["store"]["records"] == 1  # no export without measurement: the run record only
+    with open_store(store) as st:
+        steps = st.prune_steps()
+        rep = build_report(st, card_paths=[])
+        assert st.ingest_file(run_dir / "prune.json").prune_steps == 0  # importing it again adds nothing
+    its = record["iterations"]
+    assert [(s.iteration, s.final) for s in steps] == [(it["iteration"], False) for it in its] + [(its[-1]["iteration"], True)]
+    for step, it in zip(steps, its):
+        assert (step.estimated_ms, step.whdr, step.widths) == (it["estimated_ms"], it["whdr"], it["widths"])
+        assert step.checkpoint_sha256 == sha256_file(run_dir / it["checkpoint"])
+        assert step.chosen_group == (it["chosen"] or {}).get("group")
+    assert steps[-1].whdr == record["final"]["whdr"]
+    assert len(rep.prune_runs) == 1 and "## Pruning runs" in render(rep, "md")
+    assert render_plot_png(rep)[:4] == b"\x89PNG"
 
 
 def test_resume_after_ctrl_c(setup):
@@ -170,7 +185,9 @@ def test_cli_lut_show(setup, capsys):
     assert main(["lut", "show", str(root / "lut.json"), "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["total_us"] == pytest.approx(_estimate_ms(root, spec) * 1000)
-    assert len(shown["layers"]) == 48
+    from mobiledepth.prune.layers import network_layers
+
+    assert len(shown["layers"]) == len(network_layers(spec, (64, 64)))  # every layer of the table's model
 
 
 @pytest.mark.slow
@@ -193,8 +210,15 @@ def test_loop_with_two_workers_and_measurement(setup, tmp_path):
     last = result.record["iterations"][-1]
     assert last["measured_ms"] is not None and last["measured_ms"] <= target  # the loop stops on a measurement
     assert result.record["final"]["measured_ms"] > 0
-    assert result.record["store"]["records"] >= 3
+    assert result.record["store"]["records"] >= 4
     assert (result.export_dir / "bench.json").exists()
+    # the exported model's accuracy is measured on the TFLite file, not carried over from torch
+    evaluated = json.loads((result.export_dir / "eval.json").read_text())
+    assert evaluated["backend"] == "tflite" and evaluated["value"] == result.record["final"]["tflite_whdr"]
+    from mobiledepth.report.store import open_store
+
+    with open_store(tmp_path / "store.sqlite") as db:
+        assert [e.value for e in db.evals() if e.backend == "tflite"] == [evaluated["value"]]
 
 
 def test_failed_start_leaves_nothing(setup, tmp_path):
@@ -224,3 +248,58 @@ def test_measurement_that_rules_out_the_target_stops_the_run(setup, tmp_path):
     (tmp_path / "run" / "prune.json").write_text(json.dumps(record))
     with pytest.raises(StageFailed, match="not reachable"):
         prune(resume=tmp_path / "run", store=False)
+
+
+# ----------------------------------------------------------------------------- the choice rule
+BEFORE = {"whdr": 0.25, "estimated_ms": 10.0}  # binary fractions: the ratios below are exact
+PROPOSALS = [
+    {"group": "a", "whdr": 0.375, "estimated_ms": 9.5},     # loss 0.125 / 0.5 ms saved = 0.25 per ms
+    {"group": "b", "whdr": 0.5, "estimated_ms": 8.0},       # 0.25 / 2 = 0.125
+    {"group": "c", "whdr": 0.3125, "estimated_ms": 9.5},    # 0.0625 / 0.5 = 0.125 (tie with b, more accurate)
+    {"group": "d", "whdr": 0.28125, "estimated_ms": 9.875},  # 0.03125 / 0.125 = 0.25, but the lowest WHDR
+]
+
+
+@pytest.mark.parametrize("proposals, rule, winner", [
+    (PROPOSALS, "accuracy", "d"),
+    (PROPOSALS, "loss-per-ms", "c"),
+    (PROPOSALS[:2], "loss-per-ms", "b"),
+    (PROPOSALS + [{"group": "gain", "whdr": 0.1875, "estimated_ms": 9.0}], "loss-per-ms", "gain"),  # WHDR improved
+    ([{"group": "same", "whdr": 0.25, "estimated_ms": 10.0}, PROPOSALS[0]], "loss-per-ms", "a"),  # saves nothing: last
+    ([{"group": "x", "whdr": 0.3, "estimated_ms": 9.0}, {"group": "y", "whdr": 0.3, "estimated_ms": 8.0}],
+     "accuracy", "y"),  # equal WHDR: the faster
+])
+def test_choose_proposal_hand_made(proposals, rule, winner):
+    from mobiledepth.prune.netadapt import choose_proposal
+
+    assert choose_proposal(proposals, rule, BEFORE["whdr"], BEFORE["estimated_ms"])["group"] == winner
+
+
+def test_loss_per_ms_run_is_recorded_and_kept_on_resume(setup, tmp_path, capsys):
+    from mobiledepth.cli import main
+    from mobiledepth.prune.netadapt import choose_proposal, prune
+
+    root, ckpt, spec = setup
+    with pytest.raises(UserError, match="--choose must be one of accuracy, loss-per-ms"):
+        prune(settings(root, ckpt, 1.0, choose="fastest"), out=tmp_path / "bad", store=False)
+
+    def stop(event, info):
+        if event == "iteration" and info["iteration"] == 1:
+            raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        prune(settings(root, ckpt, 0.75 * _estimate_ms(root, spec), choose="loss-per-ms"), out=run, store=False,
+              progress=stop)
+    assert main(["prune", "--resume", str(run), "--choose", "accuracy", "--no-store"]) == 2
+    err = capsys.readouterr().err
+    assert "chooses proposals by loss-per-ms" in err and err.count("\n") == 1
+    assert main(["prune", "--resume", str(run), "--no-store"]) == 0
+    record = json.loads((run / "prune.json").read_text())
+    assert record["status"] == "done" and record["settings"]["choose"] == "loss-per-ms"
+    its = record["iterations"]
+    assert len(its) >= 3
+    for before, it in zip(its, its[1:]):
+        ok = [p for p in it["proposals"] if p["ok"]]
+        best = choose_proposal(ok, "loss-per-ms", before["whdr"], before["estimated_ms"])
+        assert it["chosen"] == {"group": best["group"], "width": best["width"]}

@@ -89,3 +89,37 @@ card:
 """
 
 
+
+
+def prune_record(model: str = "mdepth-tiny", device: str = "host", delegate: str = "cpu", target_ms: float = 2.0,
+                 steps=((3.4, 3.6, 0.06, None), (3.0, None, 0.07, ("dec.stage3.hidden", 112)),
+                        (2.5, None, 0.09, ("enc.stage1", 8)), (1.9, 2.05, 0.12, ("dec.stage1.hidden", 168))),
+                 final=(1.9, 1.95, 0.10), created_at: str = "2026-11-24T17:24:15+00:00") -> dict:
+    """A prune.json as ``mobiledepth prune`` writes it: ``steps`` are (estimated_ms, measured_ms, whdr, chosen)."""
+    iterations = []
+    for i, (estimated, measured, whdr, chosen) in enumerate(steps):
+        iterations.append({
+            "iteration": i, "estimated_ms": estimated, "measured_ms": measured, "whdr": whdr,
+            "widths": {"enc.stage1": 8 if i >= 2 else 24, "dec.stage3.hidden": 112 if i else 136},
+            "chosen": None if chosen is None else {"group": chosen[0], "width": chosen[1]},
+            "checkpoint": f"iter_{i:03d}/model.pt", "finished_at": f"2026-11-24T17:{25 + i:02d}:00+00:00",
+            **({} if i == 0 else {"target_ms": estimated + 0.2, "proposals": [
+                {"group": chosen[0], "width": chosen[1], "estimated_ms": estimated, "ok": True, "whdr": whdr,
+                 "error": None}]}),
+        })
+    record = {
+        "kind": "prune", "schema": 1, "created_at": created_at, "status": "running",
+        "model": {"name": model, "checkpoint": "trained.pt", "checkpoint_sha256": sha(f"start-{model}"),
+                  "spec_hash": sha(f"spec-{model}")},
+        "device": device, "delegate": delegate, "target_ms": target_ms, "input_size": [128, 128],
+        "lut": {"path": "lut.json", "runtime": "ai-edge-litert 2.1.0"},
+        "settings": {"target_ms": target_ms, "device": device, "delegate": delegate, "workers": 1,
+                     "choose": "accuracy", "measure": True},
+        "floor_ms": 0.66, "iterations": iterations, "updated_at": "2026-11-24T17:30:20+00:00",
+    }
+    if final is not None:
+        estimated, measured, whdr = final
+        record.update(status="done", finished_at="2026-11-24T17:30:20+00:00", final={
+            "checkpoint": "final/model.pt", "whdr": whdr, "widths": iterations[-1]["widths"],
+            "estimated_ms": estimated, "measured_ms": measured, "export_dir": "final/export", "long_term_steps": 300})
+    return record

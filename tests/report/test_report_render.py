@@ -223,12 +223,12 @@ def test_cli_store_import_export(tmp_path, realistic_records, capsys):
     assert main(["store", "import", "--store", str(store), str(run / "export.json"), str(run / "bench.json")]) == 0
     assert main(["store", "import", "--store", str(store), str(run)]) == 0  # a directory: finds all three
     with open_store(store) as st:
-        assert st.counts() == {"artifacts": 2, "bench_results": 6, "evals": 1}
+        assert st.counts() == {"artifacts": 2, "bench_results": 6, "evals": 1, "prune_runs": 0, "prune_steps": 0}
     dump = tmp_path / "dump.json"
     assert main(["store", "export", "--store", str(store), "--out", str(dump)]) == 0
     assert main(["store", "import", "--store", str(tmp_path / "copy.sqlite"), str(dump)]) == 0
     with open_store(tmp_path / "copy.sqlite") as st:
-        assert st.counts() == {"artifacts": 2, "bench_results": 6, "evals": 1}
+        assert st.counts() == {"artifacts": 2, "bench_results": 6, "evals": 1, "prune_runs": 0, "prune_steps": 0}
         assert st.model_name_of(sha("mdepth-mnv2-fbnet-fp32")) == "mdepth-mnv2-fbnet"
 
 

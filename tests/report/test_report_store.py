@@ -29,7 +29,7 @@ def fill(st, records) -> None:
 def test_round_trip_keeps_raw_samples_and_derives_stats(tmp_path, realistic_records):
     with open_store(tmp_path / "s.sqlite") as st:
         fill(st, realistic_records)
-        assert st.counts() == {"artifacts": 3, "bench_results": 6, "evals": 3}
+        assert st.counts() == {"artifacts": 3, "bench_results": 6, "evals": 3, "prune_runs": 0, "prune_steps": 0}
         arts = st.artifacts()
         pa = realistic_records["sha"]["paper_fp32"]
         assert arts[pa].model_name == "mdepth-mnv2-fbnet" and arts[pa].params == 2_600_000
@@ -144,7 +144,7 @@ def test_migration_from_v1_keeps_data_and_dedups(tmp_path):
     result = bench_result(sha("old"), "mdepth-mnv2-fbnet", "host", "cpu", 20000, 11)
     _v1_store(path, result, copies=2)
     with open_store(path) as st:
-        assert st.schema_version == SCHEMA_VERSION == 2
+        assert st.schema_version == SCHEMA_VERSION == 3
         rows = st.bench_results()
         assert len(rows) == 1 and rows[0].samples_us == result["samples_us"]
         # the v2 record key now makes a re-import of the same result a no-op
@@ -190,7 +190,8 @@ def test_foreign_sqlite_file_is_refused_untouched(tmp_path):
 
 @pytest.mark.parametrize("record, message", [
     ({"hello": 1}, "no 'kind'"),
-    ({"kind": "prune", "schema": 1}, "unknown record kind"),
+    ({"kind": "lut", "schema": 1}, "unknown record kind"),
+    ({"kind": "prune", "schema": 1}, "prune record lacks model"),
     ({"kind": "bench", "schema": 7, "results": []}, "schema 7"),
     ({"kind": "bench", "schema": 1, "results": [{"device": {}}]}, "lacks artifact_sha256"),
     ({"kind": "export", "schema": 1, "model": {}, "artifacts": [{"path": "x"}]}, "lacks sha256"),

@@ -150,3 +150,25 @@ def test_feature_taps_are_configurable():
     assert stage.shape == (1, model.decoder.stage_channels[1], 8, 8)  # stage 2 output: /8
     with pytest.raises(UserError, match="feature tap 'decoder.nope'"):
         check_tap(model, "decoder.nope", "student")
+
+
+def test_model_ref_keeps_trained_heads_and_gives_an_export_fresh_ones(tmp_path):
+    from mobiledepth.arch import build_model
+    from mobiledepth.arch.checkpoint import save_checkpoint
+    from mobiledepth.train.distill import load_model_ref
+
+    torch.manual_seed(0)
+    trained = build_model("mdepth-tiny", with_heads=True)
+    with torch.no_grad():
+        for p in trained.heads.parameters():
+            p.add_(1.0)  # unlike any fresh initialisation
+    save_checkpoint(tmp_path / "with_heads.pt", trained)
+    loaded, _ = load_model_ref(str(tmp_path / "with_heads.pt"))
+    for (name, mine), theirs in zip(trained.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(mine, theirs), name
+    exported = build_model("mdepth-tiny", with_heads=True)
+    exported.strip_heads()
+    save_checkpoint(tmp_path / "no_heads.pt", exported)
+    fresh, _ = load_model_ref(str(tmp_path / "no_heads.pt"))
+    assert fresh.heads is not None and len(list(fresh.heads.parameters())) > 0
+    assert torch.equal(fresh.state_dict()["decoder.predict.weight"], exported.state_dict()["decoder.predict.weight"])
