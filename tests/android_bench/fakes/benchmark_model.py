@@ -104,7 +104,11 @@ def main(argv):
     if fault == "disconnect":
         out.flush()
         state["devices"][index]["state"] = "gone"
-        state_file.write_text(json.dumps(state))
+        # atomically: the other phones' adb calls read this file concurrently (a plain write
+        # let one of them read a truncated file and fail the healthy phone's run)
+        partial = state_file.with_name(f"{state_file.name}.{os.getpid()}.tmp")
+        partial.write_text(json.dumps(state))
+        os.replace(partial, state_file)
         return 255
     say("Running benchmark for at least %d iterations and at least 1 seconds but terminate if exceeding 150 seconds." % runs_n)
     samples = [base + rng.randint(0, 3_000) for _ in range(runs_n)]
