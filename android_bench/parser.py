@@ -4,7 +4,7 @@ Handles every variant listed in SPEC §7: plain lines or lines prefixed with ``I
 ``VERBOSE:`` / ``ERROR:`` / ``WARNING:`` or a logcat header; old and new summary lines;
 stats lines with or without percentiles, ``count=N curr=X`` when all runs were equal,
 scientific notation; the three memory lines; every delegation message (including the
-silent CPU fallback); failures; the op-profiling table; and the LiteRT ``BENCHMARK RESULTS``
+silent CPU fallback, and the list of ops a delegate refuses); failures; the op-profiling table; and the LiteRT ``BENCHMARK RESULTS``
 block in milliseconds. A value the output does not give is ``None``, never a guess.
 """
 
@@ -52,6 +52,8 @@ _REPLACING = re.compile(
     r"Replacing (\d+)(?: out of (\d+))? node\(s\) with delegate \(([^)]*)\) node"
     r"(?:, yielding (\d+) partitions)?"
 )
+_UNSUPPORTED_HEADER = re.compile(r"Following operations are not supported by (.+?) delegate")
+_UNSUPPORTED_OP = re.compile(r"^([A-Z][A-Z0-9_]*(?: [A-Za-z0-9_]+)?): (.+)$")
 _GPU_SPLIT = re.compile(r"(\d+) operations will run on the GPU, and the remaining (\d+) operations? will run on the CPU")
 _GPU_KERNELS = re.compile(r"Created (\d+) GPU delegate kernels")
 _FAILED_APPLY = re.compile(r"Failed to apply (.+?) delegate")
@@ -150,6 +152,7 @@ def _empty_result() -> dict[str, Any]:
             "total_nodes": None,
             "kernels": None,
             "partitions": None,
+            "unsupported_ops": [],  # [{"op", "reason"}] as the delegate listed them
         },
         "op_profile": None,
         "failed": False,
@@ -169,6 +172,7 @@ def parse_output(text: str) -> dict[str, Any]:
     litert_stats: dict[str, Any] = {}
     profile_lines: list[str] = []
     in_profile = False
+    in_unsupported = False
 
     for raw, line in zip(text.splitlines(), lines):
         body = line.strip()
@@ -191,6 +195,10 @@ def parse_output(text: str) -> dict[str, Any]:
                 continue
             _parse_litert_line(body, result, litert_stats)
             continue
+        if in_unsupported and (m := _UNSUPPORTED_OP.match(body)):
+            result["delegation"]["unsupported_ops"].append({"op": m.group(1), "reason": m.group(2)})
+            continue
+        in_unsupported = bool(_UNSUPPORTED_HEADER.search(body))
         if raw.lstrip().startswith(("ERROR", "E/")) or re.match(r"^\d\d-\d\d .*\sE\s", raw):
             error_lines.append(body)
         if _FAILURES.search(body):

@@ -44,7 +44,8 @@ def new_result(**fields: Any) -> dict[str, Any]:
         "first_inference_us": None,
         "warmup_avg_us": None,
         "memory": {"init_mb": None, "overall_mb": None, "peak_mb": None},
-        "delegation": {"status": None, "delegated_nodes": None, "total_nodes": None, "kernels": None},
+        "delegation": {"status": None, "delegated_nodes": None, "total_nodes": None, "kernels": None,
+                       "unsupported_ops": []},
         "fallback": False,
         "failed": False,
         "error": None,
@@ -165,6 +166,9 @@ def describe_delegation(result: dict[str, Any]) -> str:
         counts = f" ({d['delegated_nodes']} of {d['total_nodes']} nodes on the {delegate} delegate)"
     elif d["kernels"]:
         counts = f" ({d['kernels']} delegate kernels)"
+    refused = d.get("unsupported_ops") or []
+    if refused:
+        counts += "; ops it does not support: " + ", ".join(sorted({o["op"] for o in refused}))
     if d["status"] == "none":
         return f"the {delegate} delegate did not take the graph: everything ran on the CPU{counts}"
     if d["status"] == "partial":

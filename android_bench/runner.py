@@ -291,7 +291,7 @@ def _fill_from_parsed(result: dict[str, Any], parsed_runs: list[dict[str, Any]],
         result[key] = first[key]
     result["memory"] = dict(first["memory"])
     delegation = first["delegation"]
-    result["delegation"] = {k: delegation[k] for k in ("status", "delegated_nodes", "total_nodes", "kernels")}
+    result["delegation"] = {k: delegation[k] for k in ("status", "delegated_nodes", "total_nodes", "kernels", "unsupported_ops")}
     if options.profile_ops:
         result["op_profile"] = first["op_profile"]
     apply_delegation_policy(result, options.require_full_delegation)

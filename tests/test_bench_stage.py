@@ -165,6 +165,16 @@ def test_cli_warns_in_plain_words_on_silent_gpu_fallback(run_dir, fake_phone, ca
     assert last["failed"] and last["stats"]["median"] is None and "--require-full-delegation" in last["error"]
 
 
+def test_cli_names_the_refused_op_and_the_way_out(run_dir, fake_phone, capsys):
+    fake_phone.set([fake_phone.phone("R5CR10AAA", "SM-G991B", fault="refuses_depth_to_space")])
+    assert main(["bench", str(run_dir), "--device", "S21", "--delegate", "gpu", "--runs", "3"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "took only part of the graph" in out and "ops it does not support: DEPTH_TO_SPACE" in out
+    assert "--no-rewrites" in out
+    [result] = json.loads((run_dir / "bench.json").read_text())["results"]
+    assert result["fallback"] is True and result["delegation"]["unsupported_ops"][0]["op"] == "DEPTH_TO_SPACE"
+
+
 def test_cli_phone_failure_is_recorded_as_failed(run_dir, fake_phone, capsys):
     fake_phone.set([fake_phone.phone("R5CR10AAA", "SM-G991B", fault="crash")])
     assert main(["bench", str(run_dir), "--device", "S21", "--runs", "3"]) == 1

@@ -45,6 +45,13 @@ def render(results: list[dict], console: Console) -> None:
                 f"{r['delegate'].upper()} number; use --require-full-delegation to make it an error.",
                 highlight=False,
             )
+            if any(o["op"] == "DEPTH_TO_SPACE" for o in r["delegation"].get("unsupported_ops") or []):
+                console.print(
+                    f"[yellow]hint[/]: this {r['delegate'].upper()} delegate build does not take DEPTH_TO_SPACE, which "
+                    "the export's phase-split upsampling uses; re-export with 'mobiledepth export --no-rewrites' "
+                    "for this delegate (docs/export.md).",
+                    highlight=False,
+                )
         elif r["delegate"] != "cpu" and r["delegation"]["status"] is None:
             console.print(
                 f"[yellow]note[/]: on {where}, {describe_delegation(r)}; check the raw output before trusting it.",

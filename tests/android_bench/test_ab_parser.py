@@ -33,6 +33,9 @@ SHARED_EXPECTED = {
     "gpu_unsupported_ops.txt": {
         "stats": None, "inference_avg_us": None, "delegation.status": "partial",
         "delegation.delegated_nodes": 62, "delegation.total_nodes": 969, "failed": True,
+        "delegation.unsupported_ops": [
+            {"op": op, "reason": "Operation is not supported."}
+            for op in ("DELEGATE TfLiteFlexDelegate", "EQUAL", "SPLIT", "WHILE")],
     },
     "mi11_cpu_4threads.txt": {
         "init_us": 16242, "first_inference_us": 360262, "warmup_avg_us": 304586, "inference_avg_us": 249684,
@@ -207,3 +210,18 @@ def test_cli_parse_missing_file(capsys, tmp_path):
     assert main(["parse", str(tmp_path / "nope.txt")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error:") and "does not exist" in err and len(err.strip().splitlines()) == 1
+
+
+def test_refused_ops_are_named_in_the_fallback_sentence():
+    from android_bench.result import describe_delegation
+
+    text = ("INFO: Created TensorFlow Lite delegate for GPU.\n"
+            "ERROR: Following operations are not supported by GPU delegate:\n"
+            "DEPTH_TO_SPACE: Operation is not supported.\n"
+            "60 operations will run on the GPU, and the remaining 4 operations will run on the CPU.\n"
+            "count=8 first=1 curr=2 min=1 max=3 avg=2 std=1\n")
+    parsed = parse_output(text)
+    assert parsed["delegation"]["unsupported_ops"] == [{"op": "DEPTH_TO_SPACE", "reason": "Operation is not supported."}]
+    assert parsed["delegation"]["status"] == "partial" and not parsed["failed"]
+    sentence = describe_delegation({**parsed, "delegate": "gpu"})
+    assert "took only part of the graph" in sentence and "ops it does not support: DEPTH_TO_SPACE" in sentence

@@ -7,7 +7,7 @@ commands maps there. ``shell`` runs the command string through a real ``sh -c`` 
 phone's shell), so quoting mistakes would really execute injected commands. Faults:
   unauthorized / offline (device state), full (push fails: no space), and the
   benchmark_model faults handled by fakes/benchmark_model.py (crash, failed, hang,
-  disconnect, fallback_none, fallback_partial, slow, old_format).
+  disconnect, fallback_none, fallback_partial, refuses_depth_to_space, slow, old_format).
 """
 
 import json

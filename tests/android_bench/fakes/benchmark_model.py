@@ -74,6 +74,10 @@ def main(argv):
     if delegate:
         if fault == "fallback_none" and delegate != "XNNPACK":
             print(f"Though {delegate} delegate is explicitly applied, the model graph will not be executed by the delegate.", file=out)
+        elif fault == "refuses_depth_to_space" and delegate == "GPU":  # an older GPU delegate build
+            print("ERROR: Following operations are not supported by GPU delegate:", file=out)
+            print("DEPTH_TO_SPACE: Operation is not supported.", file=out)
+            say("60 operations will run on the GPU, and the remaining 4 operations will run on the CPU.")
         elif fault == "fallback_partial" and delegate != "XNNPACK":
             say(f"Replacing 10 out of 14 node(s) with delegate ({kernel_name}) node, yielding 3 partitions for the whole graph.")
             print(f"Explicitly applied {delegate} delegate, and the model graph will be partially executed by the delegate w/ 3 delegate kernels.", file=out)
