@@ -403,16 +403,20 @@ _BENCH_COLUMNS = (
 
 def _ingest_bench(conn: sqlite3.Connection, record: dict, base_dir: Path | None) -> IngestSummary:
     summary = IngestSummary("bench")
-    placeholders = ",".join("?" * len(_BENCH_COLUMNS.split(",")))
-    for result in record["results"]:
-        cursor = conn.execute(
-            f"INSERT OR IGNORE INTO bench_results ({_BENCH_COLUMNS}) VALUES ({placeholders})", _bench_row(result)
-        )
+    _insert_new(conn, "bench_results", _BENCH_COLUMNS, [_bench_row(r) for r in record["results"]], summary, "bench_results")
+    return summary
+
+
+def _insert_new(conn: sqlite3.Connection, table: str, columns: str, rows: list[tuple],
+                summary: IngestSummary, counter: str) -> None:
+    """INSERT OR IGNORE each row; count the new ones in ``summary.<counter>``, the rest as duplicates."""
+    placeholders = ",".join("?" * len(columns.split(",")))
+    for row in rows:
+        cursor = conn.execute(f"INSERT OR IGNORE INTO {table} ({columns}) VALUES ({placeholders})", row)
         if cursor.rowcount:
-            summary.bench_results += 1
+            setattr(summary, counter, getattr(summary, counter) + 1)
         else:
             summary.duplicates += 1
-    return summary
 
 
 def _ingest_eval(conn: sqlite3.Connection, record: dict, base_dir: Path | None) -> IngestSummary:
@@ -512,13 +516,7 @@ def _ingest_prune(conn: sqlite3.Connection, record: dict, base_dir: Path | None)
             record["created_at"], record.get("finished_at"), len(rows), _now(), _j(record),
         ),
     )
-    placeholders = ",".join("?" * len(rows[0]))
-    for row in rows:
-        cursor = conn.execute(f"INSERT OR IGNORE INTO prune_steps ({_PRUNE_STEP_COLUMNS}) VALUES ({placeholders})", row)
-        if cursor.rowcount:
-            summary.prune_steps += 1
-        else:
-            summary.duplicates += 1
+    _insert_new(conn, "prune_steps", _PRUNE_STEP_COLUMNS, rows, summary, "prune_steps")
     return summary
 
 

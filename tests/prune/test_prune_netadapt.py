@@ -97,19 +97,25 @@ def _check_stored_trajectory(store, run_dir: Path, record: dict) -> None:
     assert render_plot_png(rep)[:4] == b"\x89PNG"
 
 
+def _stopped_after_iteration_1(run_settings, out):
+    """Run NetAdapt, Ctrl-C it once iteration 1 is written; the saved prune.json."""
+    from mobiledepth.prune.netadapt import prune
+
+    def stop(event, info):
+        if event == "iteration" and info["iteration"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        prune(run_settings, out=out, store=False, progress=stop)
+    return json.loads((out / "prune.json").read_text())
+
+
 def test_resume_after_ctrl_c(setup):
     from mobiledepth.prune.netadapt import prune
 
     root, ckpt, spec = setup
     target = 0.75 * _estimate_ms(root, spec)
-
-    def stop_after_first(event, info):
-        if event == "iteration" and info["iteration"] == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        prune(settings(root, ckpt, target), out=root / "stopped", store=False, progress=stop_after_first)
-    saved = json.loads((root / "stopped" / "prune.json").read_text())
+    saved = _stopped_after_iteration_1(settings(root, ckpt, target), root / "stopped")
     assert [it["iteration"] for it in saved["iterations"]] == [0, 1] and saved["status"] == "running"
     result = prune(resume=root / "stopped", store=False)
     assert result.record["status"] == "done"
@@ -235,15 +241,7 @@ def test_measurement_that_rules_out_the_target_stops_the_run(setup, tmp_path):
     from mobiledepth.prune.netadapt import prune
 
     root, ckpt, spec = setup
-    target = 0.75 * _estimate_ms(root, spec)
-
-    def stop(event, info):
-        if event == "iteration" and info["iteration"] == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        prune(settings(root, ckpt, target), out=tmp_path / "run", store=False, progress=stop)
-    record = json.loads((tmp_path / "run" / "prune.json").read_text())
+    record = _stopped_after_iteration_1(settings(root, ckpt, 0.75 * _estimate_ms(root, spec)), tmp_path / "run")
     record["iterations"][1]["measured_ms"] = record["iterations"][1]["estimated_ms"] + 10.0  # the phone says: far slower
     (tmp_path / "run" / "prune.json").write_text(json.dumps(record))
     with pytest.raises(StageFailed, match="not reachable"):
