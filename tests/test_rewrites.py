@@ -81,13 +81,17 @@ def test_depth_to_space_exports_as_onnx_dcr(tmp_path):
 
 
 def test_export_without_rewrites_keeps_the_resizes(tiny_export, tiny_checkpoint, tmp_path, test_images):
-    from mobiledepth.export import export_model
+    import json
+
+    from mobiledepth.cli import main
     from mobiledepth.export.runtimes import load_runtime
 
-    plain = export_model("mdepth-tiny", checkpoint=tiny_checkpoint, precisions="fp32", out=tmp_path / "plain",
-                         rewrites=False)
-    assert plain.record["graph_rewrites"] == {"phase_split_upsampling": 0}
-    ops = {a["path"]: a["ops"] for a in plain.artifacts if a["format"] == "tflite"}["model_fp32.tflite"]
+    plain = tmp_path / "plain"
+    assert main(["export", "--model", "mdepth-tiny", "--checkpoint", str(tiny_checkpoint), "--precision", "fp32",
+                 "--out", str(plain), "--no-rewrites", "--quiet", "--no-store"]) == 0
+    record = json.loads((plain / "export.json").read_text())
+    assert record["graph_rewrites"] == {"phase_split_upsampling": 0}
+    ops = {a["path"]: a["ops"] for a in record["artifacts"] if a["format"] == "tflite"}["model_fp32.tflite"]
     assert ops["RESIZE_NEAREST_NEIGHBOR"] == 4 and "DEPTH_TO_SPACE" not in ops
     rewritten = load_runtime(tiny_export.run_dir / "model_fp32.tflite")(test_images)
-    assert abs(load_runtime(plain.run_dir / "model_fp32.tflite")(test_images) - rewritten).max() < 1e-4
+    assert abs(load_runtime(plain / "model_fp32.tflite")(test_images) - rewritten).max() < 1e-4

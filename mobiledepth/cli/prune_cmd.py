@@ -24,7 +24,8 @@ from rich.console import Console
 @click.option("--long-term-steps", type=int, default=500, show_default=True, help="Fine-tune steps at the end.")
 @click.option("--initial-reduction", type=float, default=0.025, show_default=True, help="First step, fraction of R0.")
 @click.option("--decay", type=float, default=0.96, show_default=True, help="Step decay per iteration.")
-@click.option("--workers", type=int, default=1, show_default=True, help="Proposals evaluated in parallel processes.")
+@click.option("--workers", type=int, default=None,
+              help="Proposals evaluated in parallel processes (default: 1; a resumed run keeps its own).")
 @click.option("--multiple", type=int, default=8, show_default=True, help="Widths stay multiples of this.")
 @click.option("--min-width", type=int, default=8, show_default=True, help="No group below this width.")
 @click.option("--batch-size", type=int, default=4, show_default=True)
@@ -70,7 +71,7 @@ def prune(model, checkpoint, target_ms, device, delegate, threads, data, lut_pat
 
     if resume is not None:
         overrides = PruneSettings(model="", checkpoint="", target_ms=1, data="", lut="", workers=workers, choose=choose)
-        result = run_prune(overrides if workers != 1 or choose else None, resume=resume, store=store,
+        result = run_prune(overrides if workers is not None or choose else None, resume=resume, store=store,
                            progress=progress)
     else:
         missing = [name for name, value in (("--checkpoint", checkpoint), ("--target-ms", target_ms), ("--data", data))
@@ -91,7 +92,7 @@ def prune(model, checkpoint, target_ms, device, delegate, threads, data, lut_pat
             device=device, delegate=delegate, threads=threads, input_size=size,
             train_input_size=parse_input_size(train_input_size) if train_input_size else None,
             short_term_steps=short_term_steps, long_term_steps=long_term_steps, initial_reduction=initial_reduction,
-            decay=decay, workers=workers, multiple=multiple, min_width=min_width, batch_size=batch_size, lr=lr,
+            decay=decay, workers=workers or 1, multiple=multiple, min_width=min_width, batch_size=batch_size, lr=lr,
             val_split=val_split, val_limit=val_limit, max_iterations=max_iterations, choose=choose or "accuracy")
         out = out or Path("runs") / f"prune-{name}-{target_ms:g}ms"
         result = run_prune(settings, out=out, store=store, progress=progress)

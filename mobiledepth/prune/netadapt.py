@@ -50,7 +50,7 @@ class PruneSettings:
     long_term_steps: int = 500
     initial_reduction: float = 0.025
     decay: float = 0.96
-    workers: int = 1
+    workers: int | None = 1  # None on a resume: keep the run's
     multiple: int = 8
     min_width: int = 8
     batch_size: int = 4
@@ -412,7 +412,10 @@ def _resume_overrides(settings: PruneSettings, cfg: dict, run_dir: Path) -> None
     if settings.choose is not None and settings.choose != cfg["choose"]:
         raise UserError(f"{run_dir} chooses proposals by {cfg['choose']}; resume it without --choose "
                         f"(or start a new run with --choose {settings.choose})")
-    cfg["workers"] = settings.workers
+    if settings.workers is not None:
+        if settings.workers < 1:
+            raise UserError(f"--workers must be at least 1 (got {settings.workers})")
+        cfg["workers"] = settings.workers
 
 
 def _finish(run_dir: Path, record: dict, cfg: dict, store, notify) -> PruneResult:

@@ -301,3 +301,19 @@ def test_loss_per_ms_run_is_recorded_and_kept_on_resume(setup, tmp_path, capsys)
         ok = [p for p in it["proposals"] if p["ok"]]
         best = choose_proposal(ok, "loss-per-ms", before["whdr"], before["estimated_ms"])
         assert it["chosen"] == {"group": best["group"], "width": best["width"]}
+
+
+def test_resume_keeps_the_runs_workers_unless_given():
+    from mobiledepth.prune.netadapt import PruneSettings, _resume_overrides
+
+    def resumed(**given):
+        cfg = {"choose": "accuracy", "workers": 3}
+        _resume_overrides(PruneSettings(model="", checkpoint="", target_ms=1, data="", lut="", **given), cfg, "run")
+        return cfg["workers"]
+
+    assert resumed(workers=None, choose="accuracy") == 3  # `--choose accuracy` alone does not reset --workers
+    assert resumed(workers=2, choose=None) == 2
+    with pytest.raises(UserError, match="--workers must be at least 1"):
+        resumed(workers=0, choose=None)
+    with pytest.raises(UserError, match="chooses proposals by accuracy"):
+        resumed(workers=None, choose="loss-per-ms")
