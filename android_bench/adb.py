@@ -21,7 +21,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from android_bench.errors import AdbError, DeviceError, DeviceTimeout
+from android_bench.errors import AdbError, AdbMissing, DeviceError, DeviceTimeout
 
 REMOTE_DIR = "/data/local/tmp"
 INSTALL_HINT = (
@@ -38,7 +38,7 @@ def find_adb(env: dict[str, str] | None = None) -> str:
     if explicit:
         if Path(explicit).is_file() and os.access(explicit, os.X_OK):
             return explicit
-        raise AdbError(f"$ADB is set to '{explicit}', which is not an executable file; fix $ADB or unset it")
+        raise AdbMissing(f"$ADB is set to '{explicit}', which is not an executable file; fix $ADB or unset it")
     on_path = shutil.which("adb", path=env.get("PATH"))
     if on_path:
         return on_path
@@ -48,7 +48,7 @@ def find_adb(env: dict[str, str] | None = None) -> str:
             candidate = Path(root) / "platform-tools" / "adb"
             if candidate.is_file() and os.access(candidate, os.X_OK):
                 return str(candidate)
-    raise AdbError(f"adb not found in $ADB, PATH or $ANDROID_HOME/platform-tools: {INSTALL_HINT}")
+    raise AdbMissing(f"adb not found in $ADB, PATH or $ANDROID_HOME/platform-tools: {INSTALL_HINT}")
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -137,7 +137,7 @@ class Adb:
                 start_new_session=True,
             )
         except OSError as exc:
-            raise AdbError(f"cannot run adb at {self.path} ({exc}); {INSTALL_HINT}") from exc
+            raise AdbMissing(f"cannot run adb at {self.path} ({exc}); {INSTALL_HINT}") from exc
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:

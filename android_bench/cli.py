@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from android_bench import __version__
 from android_bench.errors import BenchError
 from android_bench.profiles import DELEGATES
 
@@ -87,7 +88,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps(results, indent=2))
     else:
         print(render_results(results))
-    return 1 if any(r["failed"] for r in results) else 0
+    failed = sum(1 for r in results if r["failed"])
+    if failed:  # exit 2: a run that could not be measured is an environment problem (1 is never used here)
+        print(f"error: {failed} of {len(results)} benchmark runs failed (see above); fix the device, "
+              "delegate or model and run again", file=sys.stderr)
+        return 2
+    return 0
 
 
 def render_results(results: list[dict[str, Any]]) -> str:
@@ -134,40 +140,66 @@ def cmd_parse(args: argparse.Namespace) -> int:
               f"runs: {s.get('count', '-')}   delegation: {parsed['delegation']['status'] or '-'}")
         if parsed["failed"]:
             print(f"failed: {parsed['error']}")
-    return 1 if parsed["failed"] else 0
+    if parsed["failed"]:
+        print(f"error: the saved run failed: {parsed['error']}", file=sys.stderr)
+        return 2
+    return 0
+
+
+DESCRIPTION = "android-bench: list phones, benchmark TFLite models on them (or on this machine), parse outputs."
+PROFILES_HELP = "extra device profiles YAML (default: $ANDROID_BENCH_PROFILES)"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="android-bench", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    """The ``android-bench`` argument parser: ``devices``, ``run`` and ``parse``."""
+    parser = argparse.ArgumentParser(prog="android-bench", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"android-bench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    devices = sub.add_parser("devices", help="list attached phones, their state and matched profile")
-    devices.add_argument("--profiles", help="extra device profiles YAML (default: $ANDROID_BENCH_PROFILES)")
-    devices.add_argument("--json", action="store_true")
+    devices = sub.add_parser("devices", help="list attached phones, their state and matched profile",
+                             description="List attached phones, their state and matched profile.")
+    devices.add_argument("--profiles", metavar="FILE", help=PROFILES_HELP)
+    devices.add_argument("--json", action="store_true", help="print JSON instead of a table")
     devices.set_defaults(func=cmd_devices)
 
-    run = sub.add_parser("run", help="benchmark TFLite models on phones (benchmark_model) or on host")
-    run.add_argument("models", nargs="+", metavar="MODEL.tflite")
-    run.add_argument("--device", "-d", action="append", help="profile name/alias (S21, S10+, pixel-6), host, or all; repeatable")
-    run.add_argument("--serial", "-s", help="pick the phone with this adb serial")
-    run.add_argument("--delegate", default="cpu", choices=DELEGATES)
-    run.add_argument("--threads", type=int, default=1)
-    run.add_argument("--runs", type=int, default=50)
-    run.add_argument("--warmup", type=int, default=5)
-    run.add_argument("--profile-ops", action="store_true", help="add benchmark_model's per-op table")
-    run.add_argument("--require-full-delegation", action="store_true", help="fail unless the delegate takes the whole graph")
-    run.add_argument("--benchmark-binary", help="arm64 benchmark_model to push (default: $ANDROID_BENCH_BINARY)")
-    run.add_argument("--invocations", type=int, default=1, help="repeat benchmark_model this many times (one sample each)")
-    run.add_argument("--timeout", type=float, default=30.0, help="seconds allowed per run before a hang is declared")
-    run.add_argument("--profiles", help="extra device profiles YAML (default: $ANDROID_BENCH_PROFILES)")
-    run.add_argument("--json", action="store_true")
-    run.set_defaults(func=cmd_run)
+    _add_run_parser(sub)
 
-    parse = sub.add_parser("parse", help="turn a saved benchmark_model output into JSON")
-    parse.add_argument("file", metavar="FILE")
-    parse.add_argument("--json", action="store_true")
+    parse = sub.add_parser("parse", help="turn a saved benchmark_model output into JSON",
+                           description="Turn a saved benchmark_model output into numbers "
+                                       "(exit 1 if it records a failure).")
+    parse.add_argument("file", metavar="FILE", help="saved benchmark_model output, or - for stdin")
+    parse.add_argument("--json", action="store_true", help="print every parsed field as JSON instead of a summary line")
     parse.set_defaults(func=cmd_parse)
     return parser
+
+
+def _add_run_parser(sub) -> None:
+    """The ``run`` subcommand: every option with its help and default."""
+    run = sub.add_parser("run", help="benchmark TFLite models on phones (benchmark_model) or on host",
+                         description="Benchmark TFLite models on phones (benchmark_model over adb) or on this machine.")
+    run.add_argument("models", nargs="+", metavar="MODEL.tflite", help="TFLite model file(s) to time")
+    run.add_argument("--device", "-d", action="append", metavar="NAME",
+                     help="profile name/alias (S21, S10+, pixel-6), host, or all; repeatable")
+    run.add_argument("--serial", "-s", metavar="SERIAL", help="pick the phone with this adb serial")
+    run.add_argument("--delegate", default="cpu", choices=DELEGATES,
+                     help="cpu (XNNPACK), gpu or nnapi (default: %(default)s)")
+    run.add_argument("--threads", type=int, default=1, metavar="N",
+                     help="--num_threads of benchmark_model / the interpreter (default: %(default)s)")
+    run.add_argument("--runs", type=int, default=50, metavar="N", help="timed runs (default: %(default)s)")
+    run.add_argument("--warmup", type=int, default=5, metavar="N",
+                     help="untimed warm-up runs (default: %(default)s)")
+    run.add_argument("--profile-ops", action="store_true", help="add benchmark_model's per-op table")
+    run.add_argument("--require-full-delegation", action="store_true",
+                     help="fail unless the delegate takes the whole graph")
+    run.add_argument("--benchmark-binary", metavar="PATH",
+                     help="arm64 benchmark_model to push (default: $ANDROID_BENCH_BINARY)")
+    run.add_argument("--invocations", type=int, default=1, metavar="N",
+                     help="repeat benchmark_model this many times, one sample each (default: %(default)s)")
+    run.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                     help="seconds allowed per run before a hang is declared (default: %(default)s)")
+    run.add_argument("--profiles", metavar="FILE", help=PROFILES_HELP)
+    run.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    run.set_defaults(func=cmd_run)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 
 class BenchError(Exception):
-    """A benchmark could not run; the message names the problem and the fix."""
+    """A benchmark could not run; the message names the problem and the fix (exit 2, as every problem)."""
 
-    exit_code = 1
+    exit_code = 2
 
 
 class BenchUserError(BenchError):
@@ -21,6 +21,10 @@ class BenchUserError(BenchError):
 
 class AdbError(BenchError):
     """adb itself failed or is missing."""
+
+
+class AdbMissing(AdbError, BenchUserError):
+    """adb cannot be found or started: an environment problem the user fixes (exit 2)."""
 
 
 class DeviceError(BenchError):

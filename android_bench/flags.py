@@ -1,4 +1,4 @@
-"""benchmark_model command lines per delegate (SPEC §7), pinned to the big cores with taskset."""
+"""benchmark_model command lines per delegate (docs/bench.md), pinned to the big cores with taskset."""
 
 from __future__ import annotations
 

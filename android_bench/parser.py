@@ -1,6 +1,6 @@
 """Parse the output of TensorFlow Lite's ``benchmark_model`` (and LiteRT's CompiledModel tool).
 
-Handles every variant listed in SPEC §7: plain lines or lines prefixed with ``INFO:`` /
+Handles every variant listed in docs/bench.md: plain lines or lines prefixed with ``INFO:`` /
 ``VERBOSE:`` / ``ERROR:`` / ``WARNING:`` or a logcat header; old and new summary lines;
 stats lines with or without percentiles, ``count=N curr=X`` when all runs were equal,
 scientific notation; the three memory lines; every delegation message (including the

@@ -15,7 +15,10 @@ from typing import Any, Iterable
 
 from android_bench.errors import BenchUserError
 
-DELEGATES = ("cpu", "gpu", "nnapi")
+# The delegates there are, and what each runs the model on: the one table the command lines
+# derive their --delegate choices and help from. A profile lists the ones its device has.
+DELEGATE_RUNTIMES = {"cpu": "XNNPACK", "gpu": "GPU delegate", "nnapi": "NNAPI delegate"}
+DELEGATES = tuple(DELEGATE_RUNTIMES)
 HOST = "host"
 PROFILES_ENV = "ANDROID_BENCH_PROFILES"
 BUILTIN_DIR = Path(__file__).parent / "profiles"
@@ -48,12 +51,43 @@ class DeviceProfile:
         return bool(model_code) and model_code.strip().lower() in {c.lower() for c in self.model_codes}
 
     def check_delegate(self, delegate: str) -> None:
-        """Reject a delegate this device cannot run, naming the ones it can."""
+        """Reject a delegate this device cannot run, naming the ones it can and the closest of them."""
         if delegate not in self.delegates:
             supported = ", ".join(self.delegates)
             raise BenchUserError(
-                f"device '{self.name}' does not support delegate '{delegate}'; it supports: {supported}"
+                f"device '{self.name}' does not support delegate '{delegate}'; it supports: {supported} "
+                f"(try --delegate {closest_delegate(delegate, self.delegates)})"
             )
+
+
+def delegate_help() -> str:
+    """The --delegate help line, from the delegates table."""
+    names = [f"{name} ({runtime})" for name, runtime in DELEGATE_RUNTIMES.items()]
+    return f"Where the model runs: {', '.join(names[:-1])} or {names[-1]}."
+
+
+def closest_delegate(delegate: str, supported: Iterable[str]) -> str:
+    """The supported delegate nearest to ``delegate``: a near spelling, else another accelerator, else the first."""
+    import difflib
+
+    supported = list(supported)
+    spelled = difflib.get_close_matches(delegate, supported, n=1)
+    if delegate not in DELEGATES and spelled:
+        return spelled[0]
+    accelerators = [d for d in supported if d != "cpu"]
+    return accelerators[0] if delegate != "cpu" and accelerators else supported[0]
+
+
+def check_device_delegate(device: str, delegate: str, profiles: list[DeviceProfile] | None = None) -> None:
+    """Before any work: ``device`` names known profiles (or ``all``) and each can run ``delegate``."""
+    if delegate not in DELEGATES:
+        raise BenchUserError(f"unknown delegate '{delegate}'; choose one of: {', '.join(DELEGATES)} "
+                             f"(try --delegate {closest_delegate(delegate, DELEGATES)})")
+    profiles = load_profiles() if profiles is None else profiles
+    if device.strip().lower() == "all":
+        return
+    for profile in profiles_named(profiles, device):
+        profile.check_delegate(delegate)
 
 
 def _profile_from_dict(raw: dict[str, Any], source: str) -> DeviceProfile:

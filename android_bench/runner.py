@@ -86,6 +86,10 @@ def resolve_binary(explicit: str | os.PathLike | None = None, env: dict[str, str
             f"({OFFICIAL_BINARY_URL}) and pass it with --benchmark-binary PATH or set ${BINARY_ENV}"
         )
     path = Path(given).expanduser()
+    if path.is_dir():
+        raise BenchUserError(
+            f"benchmark binary {path} is a directory; pass the android_aarch64_benchmark_model file inside it"
+        )
     if not path.is_file():
         raise BenchUserError(f"benchmark binary {path} does not exist; pass the downloaded android_aarch64_benchmark_model")
     check_arm64_elf(path)

@@ -69,7 +69,7 @@ def main() -> int:
     parser.add_argument("--wider", type=int, default=35, help="width of the built model B")
     args = parser.parse_args()
 
-    from mobiledepth.report.check import check_ab, time_interleaved
+    from mobiledepth.gate import check_ab, time_interleaved
 
     tmp = Path(tempfile.mkdtemp(prefix="check_power_"))
     if args.a and args.b:

@@ -20,17 +20,15 @@ def rotated_block_medians(timers: dict, passes: int = 5, runs_per_pass: int = 20
     Blocks, not run-by-run turns: a multi-threaded runtime's worker threads spin for a while after
     each run (ONNX Runtime and XNNPACK's thread pools both do), so on a 2-core machine the next
     *other* runtime's run would share its cores with them. Run by run, 2-thread timings of
-    ONNX Runtime and TFLite came out up to 1.8x slower than in blocks (docs/benchmarks.md)."""
-    for timer in timers.values():
-        for _ in range(warmup):
-            timer()
-    names = list(timers)
-    pass_medians: dict[str, list[float]] = {name: [] for name in timers}
-    for index in range(passes):
-        for name in names[index % len(names):] + names[:index % len(names)]:
-            time.sleep(settle_s)  # let the previous runtime's spinning threads go to sleep
-            timers[name]()
-            pass_medians[name].append(statistics.median(timers[name]() for _ in range(runs_per_pass)) * 1e3)
+    ONNX Runtime and TFLite came out up to 1.8x slower than in blocks (docs/benchmarks.md).
+    The harness is android_bench's, the one the CI gate and LUT validation use."""
+    from android_bench.interleave import CallTimer, Interleaved
+
+    harness = Interleaved([lambda timer=timer: CallTimer(timer) for timer in timers.values()], block=runs_per_pass,
+                          untimed=1, warmup=warmup, order="rotate", pause_s=settle_s, drop_failures=False)
+    harness.run(passes)
+    pass_medians = {name: [statistics.median(block) / 1e3 for block in blocks]  # µs -> ms
+                    for name, blocks in zip(timers, harness.blocks)}
     return {name: {"median_ms": statistics.median(values), "pass_medians_ms": [round(v, 3) for v in values]}
             for name, values in pass_medians.items()}
 

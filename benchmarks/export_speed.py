@@ -7,7 +7,6 @@ Usage: .venv/bin/python benchmarks/export_speed.py [--model mdepth-mnv2-fbnet] [
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile

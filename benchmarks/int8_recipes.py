@@ -69,9 +69,8 @@ def main() -> None:
     from mobiledepth.arch import load_checkpoint
     from mobiledepth.export.calibration import generated_images
     from mobiledepth.export.onnx_export import export_onnx
-    from mobiledepth.export.parity import measure_parity
     from mobiledepth.export.rewrites import phase_split_upsampling
-    from mobiledepth.export.runtimes import TfliteRuntime, TorchRuntime
+    from mobiledepth.export.runtimes import TorchRuntime
     from mobiledepth.export.source import deploy_module
     from mobiledepth.export.tflite import convert_with_onnx2tf
     from mobiledepth.sizes import parse_input_size
@@ -128,6 +127,14 @@ def main() -> None:
     prediction = max(convs, key=lambda layer: int(float(layer["tensor_idx"])))  # the last conv written
     head = [prediction["tensor_name"]] + [layer["tensor_name"] for layer in layers if layer["op_name"] == "RESIZE_BILINEAR"]
     variants["float_head"] = keep_in_float(head)
+
+    print_variants(variants, work, reference, test)
+
+
+def print_variants(variants: dict[str, bytes], work: Path, reference: np.ndarray, test: np.ndarray) -> None:
+    """Write each quantised variant and print its parity, depth-order and speed row (Markdown)."""
+    from mobiledepth.export.parity import measure_parity
+    from mobiledepth.export.runtimes import TfliteRuntime
 
     print("| variant | size | max err / range | mean err / range | "
           + " | ".join(f"pairs ≥ {s:g}: kept / tied / flipped" for s in SEPARATIONS) + " | 1-thread ms |")

@@ -75,7 +75,7 @@ def uniform_spec(spec: dict, table, target_us: float, multiple: int = 8):
     return best
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/bench-prune"))
     parser.add_argument("--data", type=Path, default=None, help="DIW-format data (default: OUT/data, generated)")
@@ -93,29 +93,14 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=300, help="interleaved timing rounds at the end")
     parser.add_argument("--statistic", default="min", choices=["median", "p5", "min"],
                         help="latency statistic for the LUT and every measurement (p5: robust on a shared machine)")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
 
-    import torch
-    import yaml
 
-    torch.set_num_threads(1)
+def trained_start(args, out: Path, spec_path: Path, data: Path, report: dict) -> tuple[dict, object, Path]:
+    """Train the mid-size model with the pipeline (once); returns (spec, model without heads, its checkpoint)."""
     from mobiledepth.arch import load_checkpoint, save_checkpoint
-    from mobiledepth.prune.groups import group_widths
-    from mobiledepth.prune.lut import build_lut, interleaved_host, measure_spec
-    from mobiledepth.prune.netadapt import PruneSettings, fine_tune, held_out_whdr, prune
-    from mobiledepth.prune.surgery import prune_model
     from mobiledepth.train.trainer import train
 
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    report: dict = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "timings_s": {}}
-    started = time.perf_counter()
-    spec_path = out / "mdepth-mid.yaml"
-    spec_path.write_text(yaml.safe_dump(MID_SPEC, sort_keys=False))
-    data = args.data or out / "data"
-    ensure_data(data, args.train_n, args.test_n)
-
-    # 1. a model trained by the pipeline
     t0 = time.perf_counter()
     trained = out / "train" / "model.pt"
     if not trained.exists():
@@ -132,9 +117,13 @@ def main() -> int:
         report["train_steps"] = result.steps
     report["timings_s"]["train"] = round(time.perf_counter() - t0, 1)
     model, spec, _ = load_checkpoint(trained, with_heads=False)
-    start_ckpt = save_checkpoint(out / "trained_noheads.pt", model, spec)
+    return spec, model, save_checkpoint(out / "trained_noheads.pt", model, spec)
 
-    # 2. lookup table at the deploy size, measured latency of the trained model
+
+def table_and_base(args, out: Path, spec_path: Path, spec: dict, start_ckpt: Path, report: dict):
+    """The host lookup table at the deploy size and the trained model measured end to end; returns (lut, base)."""
+    from mobiledepth.prune.lut import build_lut, measure_spec
+
     t0 = time.perf_counter()
     log("building the host lookup table at 128x128")
     lut = build_lut(str(spec_path), (128, 128), "host", "cpu", 1, out=out / "lut.json", points=args.points,
@@ -144,75 +133,122 @@ def main() -> int:
     report["timings_s"]["lut"] = round(time.perf_counter() - t0, 1)
     base = measure_spec(spec, (128, 128), "host", "cpu", 1, out / "base_export", checkpoint=start_ckpt, runs=args.runs,
                         statistic=args.statistic)
-    base_ms = base["latency_us"] / 1000
-    target = args.fraction * base_ms
-    settings_common = {"train_input_size": (64, 64), "batch_size": 8, "threads": 1}
-    cfg_dict = {"data": str(data), "val_split": "test", "val_limit": None, "train_split": "train", "lr": 1e-4,
-                "input_size": [128, 128], **{k: list(v) if isinstance(v, tuple) else v for k, v in settings_common.items()}}
-    base_whdr = held_out_whdr(start_ckpt, cfg_dict)
-    report["base"] = {"measured_ms": base_ms, "median_ms": base["median_us"] / 1000, "estimated_ms": lut.table.estimate(spec).total_ms, "whdr": base_whdr,
-                      "params": sum(p.numel() for p in model.parameters())}
-    log(f"trained model: {base_ms:.3f} ms measured, WHDR {base_whdr:.4f}; target {target:.3f} ms")
+    return lut, base
 
-    # 3. NetAdapt
+
+def prune_settings(args, out: Path, data: Path, start_ckpt: Path, target_ms: float):
+    """The NetAdapt run: fine-tune and WHDR at 64x64 on the held-out test split, latency at 128x128."""
+    from mobiledepth.prune.netadapt import PruneSettings
+
+    return PruneSettings(model=None, checkpoint=str(start_ckpt), target_ms=target_ms, data=str(data),
+                         lut=str(out / "lut.json"), input_size=(128, 128), train_input_size=(64, 64), batch_size=8,
+                         threads=1, lr=1e-4, val_split="test", short_term_steps=args.short_term_steps,
+                         long_term_steps=args.long_term_steps, initial_reduction=args.initial_reduction,
+                         decay=args.decay, workers=args.workers, measure_runs=args.runs)
+
+
+def run_netadapt(settings, run_dir: Path, report: dict) -> dict:
+    """NetAdapt from the trained model (resumed when ``run_dir`` holds a run); returns its record."""
+    from mobiledepth.prune import netadapt
+
     t0 = time.perf_counter()
-    settings = PruneSettings(model=None, checkpoint=str(start_ckpt), target_ms=target, data=str(data),
-                             lut=str(out / "lut.json"), input_size=(128, 128), short_term_steps=args.short_term_steps,
-                             long_term_steps=args.long_term_steps, initial_reduction=args.initial_reduction,
-                             decay=args.decay, workers=args.workers, measure_runs=args.runs, **settings_common)
-    run_dir = out / "netadapt"
 
-    def progress(event, info):
-        if event == "iteration":
+    def progress(event) -> None:
+        if event.event == "iteration":
+            info = event.info
             log(f"iteration {info['iteration']}: {info.get('chosen')} est {info['estimated_ms']:.3f} ms "
                 f"measured {info.get('measured_ms')} WHDR {info['whdr']:.4f}")
 
     if (run_dir / "prune.json").exists():
-        result = prune(resume=run_dir, store=False, progress=progress)
+        result = netadapt.resume(run_dir, store=False, progress=progress)
     else:
-        result = prune(settings, out=run_dir, store=False, progress=progress)
-    record = result.record
-    final = record["final"]
-    iterations = len(record["iterations"]) - 1
+        result = netadapt.prune(settings, out=run_dir, store=False, progress=progress)
+    record, final = result.record, result.record["final"]
     report["netadapt"] = {"measured_ms": final["measured_ms"], "estimated_ms": final["estimated_ms"], "whdr": final["whdr"],
-                          "iterations": iterations, "widths": final["widths"], "wall_s": round(time.perf_counter() - t0, 1),
+                          "iterations": len(record["iterations"]) - 1, "widths": final["widths"],
+                          "wall_s": round(time.perf_counter() - t0, 1),
                           "trajectory": [{"iteration": it["iteration"], "estimated_ms": it["estimated_ms"],
                                           "measured_ms": it["measured_ms"], "whdr": it["whdr"], "chosen": it["chosen"]}
                                          for it in record["iterations"]]}
-    log(f"NetAdapt: {final['measured_ms']:.3f} ms measured (target {target:.3f}), WHDR {final['whdr']:.4f}")
+    log(f"NetAdapt: {final['measured_ms']:.3f} ms measured (target {settings.target_ms:.3f}), WHDR {final['whdr']:.4f}")
+    return record
 
-    # 4. uniform baseline with the same step budget
+
+def uniform_baseline(args, out: Path, spec: dict, start_ckpt: Path, lut, settings, report: dict) -> dict:
+    """One width multiplier for every group at NetAdapt's estimate, fine-tuned with the same step budget."""
+    from mobiledepth.arch import load_checkpoint, save_checkpoint
+    from mobiledepth.prune.groups import group_widths
+    from mobiledepth.prune.lut import measure_spec
+    from mobiledepth.prune.netadapt import fine_tune, held_out_whdr
+    from mobiledepth.prune.surgery import prune_model
+
     t0 = time.perf_counter()
-    budget = iterations * args.short_term_steps + args.long_term_steps
-    m, uniform, est = uniform_spec(spec, lut.table, final["estimated_ms"] * 1000)
+    budget = report["netadapt"]["iterations"] * args.short_term_steps + args.long_term_steps
+    m, uniform, est = uniform_spec(spec, lut.table, report["netadapt"]["estimated_ms"] * 1000)
     trained_model, _, _ = load_checkpoint(start_ckpt, with_heads=False)
     cut, cut_spec = prune_model(trained_model, spec, group_widths(uniform))
     cut_ckpt = save_checkpoint(out / "uniform" / "cut.pt", cut, cut_spec)
-    tuned = fine_tune(str(cut_ckpt), str(data), out / "uniform" / "finetune", budget,
-                      {**cfg_dict, "train_input_size": [64, 64], "seed": 0})
-    uniform_whdr = held_out_whdr(tuned, cfg_dict)
-    measured_u = measure_spec(cut_spec, (128, 128), "host", "cpu", 1, out / "uniform" / "export", checkpoint=tuned, runs=args.runs,
-                              statistic=args.statistic)
-    report["uniform"] = {"multiplier": m, "estimated_ms": est / 1000, "measured_ms": measured_u["latency_us"] / 1000,
-                         "whdr": uniform_whdr, "fine_tune_steps": budget, "widths": group_widths(cut_spec),
+    tuned = fine_tune(str(cut_ckpt), settings.data, out / "uniform" / "finetune", budget, settings, seed=0)
+    whdr = held_out_whdr(tuned, settings)
+    measured = measure_spec(cut_spec, (128, 128), "host", "cpu", 1, out / "uniform" / "export", checkpoint=tuned,
+                            runs=args.runs, statistic=args.statistic)
+    report["uniform"] = {"multiplier": m, "estimated_ms": est / 1000, "measured_ms": measured["latency_us"] / 1000,
+                         "whdr": whdr, "fine_tune_steps": budget, "widths": group_widths(cut_spec),
                          "wall_s": round(time.perf_counter() - t0, 1)}
-    log(f"uniform x{m}: {measured_u['latency_us'] / 1000:.3f} ms measured, WHDR {uniform_whdr:.4f} ({budget} steps)")
+    log(f"uniform x{m}: {measured['latency_us'] / 1000:.3f} ms measured, WHDR {whdr:.4f} ({budget} steps)")
+    return measured
 
-    # 5. the three models timed in the same run, interleaved (the machine is shared: absolute
-    #    numbers drift between moments, ratios measured side by side do not)
-    side = interleaved_host({"base": base["tflite"],
-                        "netadapt": str(run_dir / final["export_dir"] / "model_fp32.tflite"),
-                        "uniform": measured_u["tflite"]}, rounds=args.rounds)
+
+def side_by_side(args, models: dict[str, str], report: dict) -> float:
+    """The models timed in the same run, interleaved (the machine is shared: absolute numbers drift
+    between moments, ratios measured side by side do not); returns NetAdapt / base."""
+    from mobiledepth.prune.lut import interleaved_host
+
+    side = interleaved_host(models, rounds=args.rounds)
     report["side_by_side"] = {k: {m: v for m, v in d.items() if m != "samples_us"} for k, d in side.items()}
     ratio = side["netadapt"][args.statistic] / side["base"][args.statistic]
     report["side_by_side_ratio"] = ratio
     log("side by side (µs, " + args.statistic + "): " + ", ".join(f"{k} {v[args.statistic]:.0f}" for k, v in side.items())
         + f"; NetAdapt/base = {ratio:.3f} (target fraction {args.fraction})")
+    return ratio
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+    import yaml
+
+    from mobiledepth.prune.netadapt import held_out_whdr
+
+    torch.set_num_threads(1)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "timings_s": {}}
+    started = time.perf_counter()
+    spec_path = out / "mdepth-mid.yaml"
+    spec_path.write_text(yaml.safe_dump(MID_SPEC, sort_keys=False))
+    data = args.data or out / "data"
+    ensure_data(data, args.train_n, args.test_n)
+    spec, model, start_ckpt = trained_start(args, out, spec_path, data, report)
+    lut, base = table_and_base(args, out, spec_path, spec, start_ckpt, report)
+    base_ms = base["latency_us"] / 1000
+    target = args.fraction * base_ms
+    settings = prune_settings(args, out, data, start_ckpt, target)
+    base_whdr = held_out_whdr(start_ckpt, settings)
+    report["base"] = {"measured_ms": base_ms, "median_ms": base["median_us"] / 1000,
+                      "estimated_ms": lut.table.estimate(spec).total_ms, "whdr": base_whdr,
+                      "params": sum(p.numel() for p in model.parameters())}
+    log(f"trained model: {base_ms:.3f} ms measured, WHDR {base_whdr:.4f}; target {target:.3f} ms")
+    run_dir = out / "netadapt"
+    final = run_netadapt(settings, run_dir, report)["final"]
+    uniform = uniform_baseline(args, out, spec, start_ckpt, lut, settings, report)
+    ratio = side_by_side(args, {"base": base["tflite"],
+                                "netadapt": str(run_dir / final["export_dir"] / "model_fp32.tflite"),
+                                "uniform": uniform["tflite"]}, report)
     report["target_ms"] = target
     report["target_met"] = (final["measured_ms"] is not None and final["measured_ms"] <= target
                             and ratio <= args.fraction)
-    report["netadapt_more_accurate"] = final["whdr"] < uniform_whdr
+    report["netadapt_more_accurate"] = final["whdr"] < report["uniform"]["whdr"]
     report["timings_s"]["total"] = round(time.perf_counter() - started, 1)
     (out / "benchmark.json").write_text(json.dumps(report, indent=2))
     plot(report, out / "trajectory.png")

@@ -48,9 +48,9 @@ def train_model(args, config: dict, data_root: Path, run_dir: Path, report: dict
 
     last_print = [0.0]
 
-    def show(event: dict) -> None:
-        now = time.perf_counter()
-        if event["event"] == "epoch":
+    def show(update) -> None:
+        now, event = time.perf_counter(), update.info
+        if update.event == "epoch":
             print(f"  epoch {event['epoch']} (step {event['step']}, {event['seconds']:.0f} s): "
                   f"val WHDR {event.get('val_whdr', float('nan')):.4f}", flush=True)
         elif now - last_print[0] > 60:

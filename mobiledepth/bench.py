@@ -7,13 +7,13 @@ by sha256, and writes ``bench.json`` beside the artifacts, atomically.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mobiledepth.errors import UserError
-from mobiledepth.io import sha256_file, write_json_atomic
+from mobiledepth.io import check_writable, sha256_file, write_json_atomic
+from mobiledepth.records import new_record, read_export_record, read_record
 
 BENCH_RECORD = "bench.json"
 EXPORT_RECORD = "export.json"
@@ -26,6 +26,7 @@ class BenchRun:
     results: list[dict[str, Any]]
     record_path: Path
     record: dict[str, Any] = field(repr=False, default_factory=dict)
+    stored: Path | None = None  # the store the new results went into (None: not recorded)
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -50,17 +51,10 @@ def resolve_targets(target: str | Path):
     record_file = path / EXPORT_RECORD
     if not record_file.is_file():
         raise UserError(f"{path} has no {EXPORT_RECORD}; pass a run directory made by 'mobiledepth export' or a .tflite file")
-    try:
-        record = json.loads(record_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{record_file} is not valid JSON ({exc.msg}); re-run 'mobiledepth export'") from exc
-    if record.get("kind") != "export":
-        raise UserError(f"{record_file} is not an export record (kind={record.get('kind')!r}); re-run 'mobiledepth export'")
-    model_name = (record.get("model") or {}).get("name")
+    export = read_export_record(record_file)
+    model_name = export.model.get("name")
     items = []
-    for artifact in record.get("artifacts") or []:
-        if artifact.get("format") != "tflite":
-            continue
+    for artifact in export.tflite_artifacts():
         file = path / artifact["path"]
         if not file.is_file():
             raise UserError(f"artifact {artifact['path']} listed in {record_file} is missing; re-run 'mobiledepth export'")
@@ -90,15 +84,21 @@ def bench(
     invocations: int = 1,
     run_timeout_s: float = 30.0,
     profiles_path: str | Path | None = None,
+    store=False,
 ) -> BenchRun:
     """Benchmark a .tflite or an export run's TFLite artifacts; write ``bench.json``; return the results.
 
-    ``bench.json`` keeps earlier results: each call appends its results to the record.
+    ``bench.json`` keeps earlier results: each call appends its results to the record; the new
+    ones go into ``store`` (a path, None for the default store, False for nowhere). The record's
+    destination and the store are checked before anything is timed, so they never disagree.
     """
-    from android_bench.result import utc_now
     from android_bench.runner import RunOptions, benchmark
+    from mobiledepth.store import check_store_choice, record_in_store
 
     items, out_dir = resolve_targets(target)
+    record_path = out_dir / BENCH_RECORD
+    check_record_destination(record_path)
+    check_store_choice(store)
     options = RunOptions(
         delegate=delegate,
         threads=threads,
@@ -112,10 +112,22 @@ def bench(
     results = benchmark(items, list(devices), options, serial, benchmark_binary, profiles_path)
     for result in results:
         result["model_path"] = _relative(Path(result["model_path"]), out_dir)
-    record_path = out_dir / BENCH_RECORD
-    record = {"kind": "bench", "schema": 1, "created_at": utc_now(), "results": _previous(record_path) + results}
+    record = new_record("bench", results=_previous(record_path) + results)
     write_json_atomic(record_path, record)
-    return BenchRun(results, record_path, record)
+    stored = record_in_store({**record, "results": results}, store, base_dir=out_dir)
+    return BenchRun(results, record_path, record, stored)
+
+
+def check_record_destination(record_path: Path) -> None:
+    """``bench.json`` can be written beside the models, and any file already there is a bench record
+    (else a one-line UserError, before any timing)."""
+    try:
+        check_writable(record_path, what="bench record")
+    except UserError as exc:
+        problem = str(exc).split("; ")[0]
+        raise UserError(f"{problem}; bench writes {BENCH_RECORD} beside the models: copy the model or run "
+                        "folder somewhere writable and bench that copy") from None
+    _previous(record_path)
 
 
 def _relative(path: Path, base: Path) -> str:
@@ -130,9 +142,9 @@ def _previous(record_path: Path) -> list[dict[str, Any]]:
     if not record_path.exists():
         return []
     try:
-        record = json.loads(record_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{record_path} exists but is not valid JSON ({exc.msg}); move it away and retry") from exc
-    if record.get("kind") != "bench" or not isinstance(record.get("results"), list):
-        raise UserError(f"{record_path} is not a bench record; move it away and retry")
+        record = read_record(record_path, "bench")
+    except UserError as exc:
+        raise UserError(f"{str(exc).split('; ')[0]}; move it away and retry") from None
+    if not isinstance(record["results"], list):
+        raise UserError(f"{record_path} is not a bench record (results is not a list); move it away and retry")
     return record["results"]

@@ -2,9 +2,11 @@
 
 
 class MobileDepthError(Exception):
-    """A failure with a one-line message that names the problem and the fix."""
+    """A failure with a one-line message that names the problem and the fix.
 
-    exit_code = 1
+    Every problem exits 2; exit 1 is reserved for ``mobiledepth check``'s "regression" verdict."""
+
+    exit_code = 2
 
 
 class UserError(MobileDepthError):
@@ -16,4 +18,4 @@ class UserError(MobileDepthError):
 class StageFailed(MobileDepthError):
     """A stage ran but its result cannot be trusted (e.g. a conversion broke parity)."""
 
-    exit_code = 1
+    exit_code = 2

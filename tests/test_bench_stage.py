@@ -118,6 +118,33 @@ def test_foreign_bench_json_is_not_overwritten(run_dir):
     assert (run_dir / "bench.json").read_text() == "not json"
 
 
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_text('{"kind": "export"}'), "not a bench record"),
+    (lambda p: p.mkdir(), "is a folder"),
+])
+def test_bench_json_destination_is_checked_before_timing(run_dir, monkeypatch, make, message):
+    import android_bench.runner
+
+    timed = []
+    monkeypatch.setattr(android_bench.runner, "benchmark", lambda *args, **kwargs: timed.append(args) or [])
+    make(run_dir / "bench.json")
+    with pytest.raises(UserError, match=message):
+        bench(run_dir, devices=["host"], runs=2, warmup=0)
+    assert timed == []  # refused before anything was timed
+
+
+def test_cli_checks_the_store_before_timing(run_dir, tmp_path, monkeypatch, capsys):
+    import android_bench.runner
+
+    timed = []
+    monkeypatch.setattr(android_bench.runner, "benchmark", lambda *args, **kwargs: timed.append(args) or [])
+    (tmp_path / "plain").write_text("x")
+    assert main(["bench", str(run_dir), "--store", str(tmp_path / "plain" / "s.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: store ") and "--store PATH or MOBILEDEPTH_STORE" in err
+    assert timed == [] and not (run_dir / "bench.json").exists()
+
+
 def test_cli_json_and_table(run_dir, capsys):
     assert main(["bench", str(run_dir), "--runs", "4", "--warmup", "1", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
@@ -160,7 +187,7 @@ def test_cli_warns_in_plain_words_on_silent_gpu_fallback(run_dir, fake_phone, ca
     [result] = json.loads((run_dir / "bench.json").read_text())["results"]
     assert result["fallback"] is True and result["device"]["soc"] == "Exynos 2100"
     assert result["artifact_sha256"] == sha256_file(run_dir / "model_fp32.tflite")
-    assert main(["bench", str(run_dir), "-d", "S21", "--delegate", "gpu", "--runs", "3", "--require-full-delegation"]) == 1
+    assert main(["bench", str(run_dir), "-d", "S21", "--delegate", "gpu", "--runs", "3", "--require-full-delegation"]) == 2
     last = json.loads((run_dir / "bench.json").read_text())["results"][-1]
     assert last["failed"] and last["stats"]["median"] is None and "--require-full-delegation" in last["error"]
 
@@ -177,7 +204,7 @@ def test_cli_names_the_refused_op_and_the_way_out(run_dir, fake_phone, capsys):
 
 def test_cli_phone_failure_is_recorded_as_failed(run_dir, fake_phone, capsys):
     fake_phone.set([fake_phone.phone("R5CR10AAA", "SM-G991B", fault="crash")])
-    assert main(["bench", str(run_dir), "--device", "S21", "--runs", "3"]) == 1
+    assert main(["bench", str(run_dir), "--device", "S21", "--runs", "3"]) == 2
     [result] = json.loads((run_dir / "bench.json").read_text())["results"]
     assert result["failed"] and "crashed" in result["error"] and result["samples_us"] == []
     assert "failed" in capsys.readouterr().out

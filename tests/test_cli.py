@@ -59,4 +59,4 @@ def test_missing_checkpoint_and_corrupt_checkpoint(capsys, tmp_path):
 
 def test_unknown_command_suggests_the_closest(capsys):
     code, _, err = run_cli(capsys, "exprot")
-    assert code == 2 and "Did you mean 'export'?" in err
+    assert code == 2 and "(did you mean 'export'?)" in err

@@ -101,7 +101,8 @@ def test_broken_parity_fails_and_publishes_nothing(tiny_export, tiny_checkpoint,
     with pytest.raises(StageFailed, match="breaks parity"):
         export_model(TINY, checkpoint=tiny_checkpoint, out=out)
     assert not out.exists()
-    assert json.loads((tmp_path / "run.failed" / "export.json").read_text())["failed"] is True
+    failed = json.loads((tmp_path / "run.failed" / "export.json").read_text())
+    assert failed["failed"] is True and "breaks parity" in failed["error"] and failed["artifacts"]
     assert not list(tmp_path.glob(".*tmp"))
 
 
@@ -180,6 +181,38 @@ def test_bad_inputs_fail_before_any_work(tmp_path, tiny_checkpoint):
         export_model(TINY, calibration_data=empty, out=tmp_path / "x")
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    with pytest.raises(UserError, match="cannot write to"):
+    with pytest.raises(UserError, match="a-file is a file, not a folder"):
         export_model(TINY, checkpoint=tiny_checkpoint, out=blocker / "run")
     assert not (tmp_path / "x").exists()
+
+
+def test_checkpoint_exports_say_their_weights_are_not_random(tiny_export):
+    assert tiny_export.record["random_weights"] is False and tiny_export.record["seed"] is None
+
+
+def test_int8_below_its_warning_bar_is_a_warning_not_an_error(tiny_export):
+    int8 = next(a for a in tiny_export.artifacts if a["precision"] == "int8")
+    assert int8["parity"]["passed"] is None and int8["parity"]["ordinal_agreement"] < 0.99
+    warning = [w for w in tiny_export.warnings if w.startswith("model_int8.tflite: int8 orders")]
+    assert len(warning) == 1 and f"{int8['parity']['ordinal_agreement']:.4f} < 0.99" in warning[0]
+
+
+def test_stale_builds_of_dead_runs_are_swept_and_live_ones_kept(tmp_path):
+    import os
+    import subprocess
+
+    from mobiledepth.export.pipeline import sweep_stale_builds
+
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    dead, live = finished.pid, os.getpid()
+    out = tmp_path / "run"
+    for name in (f".run.build-{dead}-x1.tmp", f".run.build-{live}-x2.tmp", f".other.build-{dead}-x3.tmp",
+                 f".run.old-{dead}"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "export.json").write_text(name)
+    removed = sweep_stale_builds(out)
+    assert [p.name for p in removed] == [f".run.build-{dead}-x1.tmp"]
+    # a good export a dead run had moved aside, with nothing in its place, is put back
+    assert (out / "export.json").read_text() == f".run.old-{dead}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".other.build-{dead}-x3.tmp", f".run.build-{live}-x2.tmp", "run"]

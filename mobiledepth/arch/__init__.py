@@ -9,8 +9,9 @@ _EXPORTS = {
     "load_checkpoint": "checkpoint", "read_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
     "DepthNet": "depthnet", "DepthPrediction": "depthnet",
     "calibrate_batchnorm": "init",
+    "DEFAULT_INPUT_SIZE": "plan", "network_plan": "plan", "spec_input_size": "plan",
     "DEFAULT_MODEL": "spec", "build_model": "spec", "list_models": "spec", "registry": "spec",
-    "resolve_spec": "spec", "spec_hash": "spec",
+    "resolve_spec": "spec", "spec_from_record": "spec", "spec_hash": "spec",
     "count_macs": "stats", "count_parameters": "stats", "model_stats": "stats",
 }
 

@@ -7,6 +7,10 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from mobiledepth.arch.plan import UPSAMPLE_STRIDE, Conv, has_expand, has_residual
+
+ACTIVATIONS: dict[str, type[nn.Module] | None] = {"relu6": nn.ReLU6, "relu": nn.ReLU, "none": None}
+
 
 class ConvBNReLU(nn.Sequential):
     """KxK convolution + BatchNorm (+ ReLU6/ReLU when ``act`` is given)."""
@@ -21,6 +25,11 @@ class ConvBNReLU(nn.Sequential):
             layers.append(act(inplace=True))
         super().__init__(*layers)
 
+    @classmethod
+    def from_plan(cls, conv: Conv) -> "ConvBNReLU":
+        """The ConvBNReLU a plan's :class:`~mobiledepth.arch.plan.Conv` describes."""
+        return cls(conv.cin, conv.cout, conv.kernel, conv.stride, conv.groups, ACTIVATIONS[conv.act])
+
 
 class InvertedResidual(nn.Module):
     """MobileNetV2 block: 1x1 expand (skipped when hidden == cin) → 3x3 depthwise → 1x1 project."""
@@ -28,7 +37,7 @@ class InvertedResidual(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int, hidden: int):
         super().__init__()
         layers: list[nn.Module] = []
-        if hidden != cin:
+        if has_expand(cin, hidden):
             layers.append(ConvBNReLU(cin, hidden, kernel=1))
         layers += [
             ConvBNReLU(hidden, hidden, kernel=3, stride=stride, groups=hidden),
@@ -36,7 +45,7 @@ class InvertedResidual(nn.Module):
             nn.BatchNorm2d(cout),
         ]
         self.conv = nn.Sequential(*layers)
-        self.use_residual = stride == 1 and cin == cout
+        self.use_residual = has_residual(cin, cout, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv(x)
@@ -62,14 +71,14 @@ class IRFBlock(nn.Module):
     def __init__(self, cin: int, cout: int, hidden: int, kernel: int = 3, stride: int = 1,
                  groups: int = 1):
         super().__init__()
-        if stride not in (1, -2):
-            raise ValueError(f"IRFBlock stride must be 1 or -2 (upsample), got {stride}")
+        if stride not in (1, UPSAMPLE_STRIDE):
+            raise ValueError(f"IRFBlock stride must be 1 or {UPSAMPLE_STRIDE} (upsample), got {stride}")
         self.groups = groups
-        self.upsample = stride == -2
+        self.upsample = stride == UPSAMPLE_STRIDE
         self.expand = ConvBNReLU(cin, hidden, kernel=1, groups=groups, act=nn.ReLU)
         self.depthwise = ConvBNReLU(hidden, hidden, kernel=kernel, groups=hidden, act=nn.ReLU)
         self.project = ConvBNReLU(hidden, cout, kernel=1, groups=groups, act=None)
-        self.use_residual = stride == 1 and cin == cout
+        self.use_residual = has_residual(cin, cout, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = channel_shuffle(self.expand(x), self.groups)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -32,16 +34,30 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist; check the path")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's pickle-protocol warnings are noise here
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt file, or a pickle of arbitrary objects
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"checkpoint {path} cannot be loaded safely ({first[:160]}); "
-                        "save a state_dict with torch.save or use 'mobiledepth train'") from None
+        raise UserError(_unloadable_message(path, exc)) from None
     if isinstance(data, dict) and "state_dict" in data:
         return data
     if isinstance(data, dict) and all(isinstance(v, torch.Tensor) for v in data.values()):
         return {"format": "state_dict", "spec": None, "state_dict": data, "meta": {}}
     raise UserError(f"checkpoint {path} holds no state_dict; save model.state_dict() or use save_checkpoint")
+
+
+def _unloadable_message(path: Path, exc: Exception) -> str:
+    """One readable sentence for a checkpoint torch.load refused (torch's own text is pages long)."""
+    text = str(exc)
+    fix = "save the weights again with torch.save(model.state_dict(), ...) or use 'mobiledepth train'"
+    blocked = re.search(r"GLOBAL ([\w.]+)", text)
+    if blocked:
+        reason = f"it holds Python objects that could run code ({blocked.group(1)})"
+    elif isinstance(exc, EOFError) or "zip archive" in text or "central directory" in text:
+        reason, fix = "it is empty, truncated or damaged", f"copy it again or {fix}"
+    else:
+        reason = "it is not a PyTorch checkpoint of tensors (corrupt, or other pickled data)"
+    return f"checkpoint {path} cannot be loaded safely: {reason}; {fix}"
 
 
 def load_state_dict_strict(model: torch.nn.Module, state_dict: dict, source: str, fresh_heads: bool = False) -> None:
@@ -78,12 +94,13 @@ def load_checkpoint(path: str | os.PathLike, spec: str | dict | None = None, wit
 
     ``fresh_heads``: a checkpoint saved without heads (an export) still loads into a model with
     heads, which keep their fresh initialisation. Returns ``(model, spec, meta)``."""
-    from mobiledepth.arch.spec import build_model
+    from mobiledepth.arch.spec import build_model, spec_from_record
 
     data = read_checkpoint(path)
-    spec = spec if spec is not None else data.get("spec")
     if spec is None:
-        raise UserError(f"checkpoint {path} stores no spec; pass --model with the spec it was trained with")
+        if data.get("spec") is None:
+            raise UserError(f"checkpoint {path} stores no spec; pass --model with the spec it was trained with")
+        spec = spec_from_record(data["spec"], f"checkpoint {path}")
     model = build_model(spec, with_heads=with_heads)
     load_state_dict_strict(model, data["state_dict"], str(path), fresh_heads=fresh_heads)
     return model, model.spec, data.get("meta", {})

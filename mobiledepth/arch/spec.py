@@ -37,6 +37,8 @@ def _load_yaml(path: str, mtime: float) -> dict:
             data = yaml.safe_load(handle)
     except yaml.YAMLError as exc:
         raise UserError(f"spec {path} is not valid YAML ({str(exc).splitlines()[0]}); fix the file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"spec {path} is not UTF-8 text; fix the file or move it out of the models folder") from None
     if not isinstance(data, dict) or "architecture" not in data:
         raise UserError(f"spec {path} has no 'architecture' section; see docs/models.md for the format")
     data.setdefault("name", Path(path).stem)
@@ -56,7 +58,8 @@ def registry() -> dict[str, Path]:
     found: dict[str, Path] = {}
     for directory in model_dirs():
         for path in sorted(directory.glob("*.y*ml")):
-            found.setdefault(path.stem, path)
+            if path.is_file():
+                found.setdefault(path.stem, path)
     return found
 
 
@@ -82,6 +85,22 @@ def resolve_spec(ref: str | os.PathLike | dict) -> dict:
     return spec
 
 
+def spec_from_record(value: Any, source: str) -> dict:
+    """The spec stored in a file (checkpoint, run config, lookup table, store record).
+
+    A file is data, never code: only a spec dict or a zoo name is accepted. A ``module:factory``
+    reference or a path found in a file is refused; only the user's own ``--model`` may name one."""
+    if isinstance(value, dict):
+        spec = copy.deepcopy(value)
+        validate_spec(spec)
+        return spec
+    if isinstance(value, str) and value in registry():
+        return resolve_spec(value)
+    shown = repr(value)[:80]
+    raise UserError(f"{source} names its model as {shown}, which is neither a spec nor a zoo model; a file may not "
+                    "name code to run: pass the model yourself with --model")
+
+
 def validate_spec(spec: dict) -> None:
     """Reject a spec whose architecture section is malformed, with the field named."""
     arch = spec.get("architecture")
@@ -99,28 +118,30 @@ def spec_hash(spec: dict) -> str:
     return sha256_json({"encoder": arch["encoder"], "decoder": arch["decoder"]})
 
 
-def build_model(ref: str | os.PathLike | dict, with_heads: bool = True):
-    """Build a DepthNet from a registry name, YAML path or spec dict (random init)."""
-    from mobiledepth.arch.decoders import FBNetDecoder, NNConv5Decoder
+def build_model(ref: str | os.PathLike | dict, with_heads: bool = True, seed: int | None = None):
+    """Build a DepthNet from a registry name, YAML path or spec dict (random init).
+
+    ``seed`` makes the random weights reproducible (the same seed, the same weights) without
+    touching the caller's global torch RNG; ``None`` draws from the global RNG as it stands."""
+    if seed is not None:
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            return build_model(ref, with_heads)
+    from mobiledepth.arch.decoders import build_decoder
     from mobiledepth.arch.depthnet import DepthNet
-    from mobiledepth.arch.encoders import MOBILENETV1_LAYERS, MOBILENETV2_STAGES, MobileNetV1Encoder, MobileNetV2Encoder
+    from mobiledepth.arch.encoders import build_encoder
     from mobiledepth.arch.init import init_weights
+    from mobiledepth.arch.plan import network_plan
 
     spec = resolve_spec(ref)
-    arch: dict[str, Any] = spec["architecture"]
-    enc, dec = arch["encoder"], arch["decoder"]
+    plan = network_plan(spec)
     try:
-        if enc["type"] == "mobilenetv2":
-            encoder = MobileNetV2Encoder(enc.get("stem", 32), enc.get("stages") or MOBILENETV2_STAGES, enc.get("hidden"))
-        else:
-            encoder = MobileNetV1Encoder(enc.get("stem", 32), enc.get("layers") or MOBILENETV1_LAYERS)
-        if dec["type"] == "fbnet":
-            decoder = FBNetDecoder(encoder.tap_channels, dec["stages"], dec.get("final_upsample", "bilinear"))
-        else:
-            decoder = NNConv5Decoder(encoder.tap_channels, dec.get("widths", (512, 256, 128, 64, 32)), dec.get("kernel", 5))
+        encoder, decoder = build_encoder(plan.encoder), build_decoder(plan.decoder)
     except (KeyError, ValueError, TypeError) as exc:
         raise UserError(f"spec '{spec.get('name')}' is inconsistent: {exc}") from None
-    model = DepthNet(encoder, decoder, arch.get("heads", []) if with_heads else [])
+    model = DepthNet(encoder, decoder, plan.head_stages if with_heads else [])
     init_weights(model)
     model.spec = spec
     return model

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import errno
+import os
 import sys
 
 import click
@@ -29,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lut": ("mobiledepth.cli.lut_cmd", "lut"),
     "prune": ("mobiledepth.cli.prune_cmd", "prune"),
 }
+
+
+# Environment problems a user fixes (disk full, read-only or forbidden path): exit 2, one line.
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def _available(name: str) -> bool:
@@ -56,11 +62,11 @@ class LazyGroup(click.Group):
             import difflib
 
             close = difflib.get_close_matches(args[0], self.list_commands(ctx), n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise click.UsageError(f"no command '{args[0]}'.{hint} See 'mobiledepth --help'.") from None
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise click.UsageError(f"no command '{args[0]}'{hint}") from None
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="mobiledepth")
 def cli() -> None:
     """Monocular depth from PyTorch to the phone: export, benchmark, prune, report."""
@@ -75,13 +81,24 @@ def main(argv: list[str] | None = None) -> int:
     except MobileDepthError as exc:
         click.echo(f"error: {exc}", err=True)
         return exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("error: interrupted; nothing was published (run the command again to redo it)", err=True)
         return 130
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        click.echo(f"error: {os.strerror(exc.errno).lower()}{where}; free space or choose a writable location", err=True)
+        return 2
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except click.UsageError as exc:  # one line, like every other user error
+        where = exc.ctx.command_path if exc.ctx else "mobiledepth"
+        message = exc.format_message().replace(". (", " (").rstrip(".")
+        click.echo(f"error: {message[:1].lower() + message[1:]}; see '{where} --help'", err=True)
+        return exc.exit_code
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"error: {exc.format_message()}", err=True)
         return exc.exit_code
     except _bench_error_types() as exc:  # android_bench raises its own (it cannot import ours)
         click.echo(f"error: {exc}", err=True)

@@ -9,7 +9,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from mobiledepth.cli.options import ingest_into_store, store_options
+from android_bench.profiles import DELEGATES, delegate_help
+from mobiledepth.cli.options import store_choice, store_options
 
 
 def _ms(us) -> str:
@@ -72,8 +73,8 @@ def render(results: list[dict], console: Console) -> None:
 @click.option("--device", "-d", "devices", multiple=True, default=("host",), show_default=True,
               help="host, a phone profile or alias (S21, S10+, pixel-6), or all; repeatable.")
 @click.option("--serial", "-s", default=None, help="Pick the phone with this adb serial.")
-@click.option("--delegate", type=click.Choice(["cpu", "gpu", "nnapi"]), default="cpu", show_default=True)
-@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--delegate", type=click.Choice(DELEGATES), default="cpu", show_default=True, help=delegate_help())
+@click.option("--threads", type=int, default=1, show_default=True, help="Threads (benchmark_model --num_threads / the interpreter).")
 @click.option("--runs", type=int, default=50, show_default=True, help="Timed runs.")
 @click.option("--warmup", type=int, default=5, show_default=True, help="Warm-up runs (not timed).")
 @click.option("--profile-ops", is_flag=True, help="Add benchmark_model's per-operator table (phones).")
@@ -93,6 +94,7 @@ def bench(target, devices, serial, delegate, threads, runs, warmup, profile_ops,
           benchmark_binary, invocations, run_timeout_s, profiles_path, as_json, store_path, no_store):
     """Time MODEL.tflite, or every TFLite artifact of an export RUN_DIR, and write bench.json beside it."""
     from mobiledepth.bench import bench as run_bench
+    from mobiledepth.errors import UserError
 
     if serial and devices == ("host",):
         devices = ()  # --serial alone means that phone, not host
@@ -100,10 +102,8 @@ def bench(target, devices, serial, delegate, threads, runs, warmup, profile_ops,
         target, devices=list(devices), delegate=delegate, threads=threads, runs=runs, warmup=warmup,
         serial=serial, profile_ops=profile_ops, require_full_delegation=require_full_delegation,
         benchmark_binary=benchmark_binary, invocations=invocations, run_timeout_s=run_timeout_s,
-        profiles_path=profiles_path,
+        profiles_path=profiles_path, store=store_choice(store_path, no_store),
     )
-    stored = ingest_into_store({**run.record, "results": run.results}, store_path, no_store,
-                               base_dir=run.record_path.parent)
     if as_json:
         click.echo(json.dumps({"record_path": str(run.record_path), "results": run.results}, indent=2))
     else:
@@ -111,5 +111,9 @@ def bench(target, devices, serial, delegate, threads, runs, warmup, profile_ops,
         if not console.is_terminal:  # piped or captured: do not squeeze the table to 80 columns
             console = Console(width=160)
         render(run.results, console)
-        console.print(f"wrote {run.record_path}" + (f"; recorded in {stored}" if stored else ""), style="dim")
-    return 1 if run.failed else 0
+        console.print(f"wrote {run.record_path}" + (f"; recorded in {run.stored}" if run.stored else ""), style="dim")
+    if run.failed:  # exit 2 like every problem; exit 1 is check's "regression" alone
+        failed = sum(1 for r in run.results if r["failed"])
+        raise UserError(f"{failed} of {len(run.results)} benchmark runs failed (see {run.record_path}); "
+                        "fix the device, delegate or model and run again")
+    return 0

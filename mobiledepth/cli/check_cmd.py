@@ -4,24 +4,6 @@ from __future__ import annotations
 
 import click
 
-DEVICES = ("host",)
-
-
-def parse_tolerance(text: str) -> float:
-    """'5%' -> 0.05, '0.05' -> 0.05, '5' -> 0.05 (a bare number >= 1 is read as percent)."""
-    from mobiledepth.errors import UserError
-
-    raw = text.strip()
-    try:
-        value = float(raw.rstrip("%"))
-    except ValueError:
-        raise UserError(f"--tolerance '{text}' is not a number; write it like 5% or 0.05") from None
-    if raw.endswith("%") or value >= 1:
-        value /= 100
-    if not 0 < value < 1:
-        raise UserError(f"--tolerance '{text}' must be between 0 and 100 %; e.g. 5%")
-    return value
-
 
 @click.command("check")
 @click.argument("model", type=click.Path(path_type=str))
@@ -43,41 +25,60 @@ def parse_tolerance(text: str) -> float:
               help="Interpreter threads [default: 1, or the baseline's].")
 @click.option("--model-name", "model_name", default=None,
               help="Name to match the baseline against (default: the store's name for the file, else the file name).")
+@click.option("--allow-different-model", "allow_different", is_flag=True,
+              help="Compare even when the model's network, precision or input size differs from the baseline's "
+                   "(A/B: precision or input size).")
 @click.option("--json", "json_out", default=None, metavar="FILE", help="Also write the result as JSON.")
 @click.option("--store", "store_path", default=None, metavar="PATH",
               help="Store used to look up the model's name (default: $MOBILEDEPTH_STORE or the default store).")
 def check(model: str, against: str | None, baseline: str | None, update: bool, device: str, tolerance: str,
           runs: int | None, max_runs: int | None, warmup: int | None, threads: int | None, model_name: str | None,
-          json_out: str | None, store_path: str | None) -> int:
+          allow_different: bool, json_out: str | None, store_path: str | None) -> int:
     """Fail (exit 1) when MODEL is slower than OLD / the baseline by more than --tolerance."""
-    from mobiledepth.errors import UserError
-    from mobiledepth.report import check as gate
+    from mobiledepth import gate
 
-    if device not in DEVICES:
-        raise UserError(f"--device '{device}': the gate times on this machine only; use --device host "
-                        "(phones: run 'mobiledepth bench' and compare in 'mobiledepth report')")
-    if (against is None) == (baseline is None):
-        raise UserError("give exactly one of --against OLD.tflite (A/B) or --baseline FILE")
-    if update and baseline is None:
-        raise UserError("--update-baseline needs --baseline FILE (the file to write)")
-    tol = parse_tolerance(tolerance)
+    _check_usage(device, against, baseline, update, json_out, store_path, model_name)
+    tol = gate.parse_tolerance(tolerance)
     warm = gate.DEFAULT_WARMUP if warmup is None else warmup
     if against is not None:
         result = gate.check_ab(model, against, runs=runs or gate.DEFAULT_RUNS, threads=threads or 1,
-                               tolerance=tol, warmup=warm, max_runs=max_runs)
+                               tolerance=tol, warmup=warm, max_runs=max_runs, allow_different_model=allow_different)
     elif update:
         result = gate.update_baseline(model, baseline, runs=runs or gate.DEFAULT_MAX_RUNS, threads=threads or 1,
                                       warmup=warm, model_name=model_name, store_path=store_path)
     else:
         result = gate.check_baseline(model, baseline, runs=runs or gate.DEFAULT_RUNS, threads=threads,
                                      tolerance=tol, warmup=warm, model_name=model_name, store_path=store_path,
-                                     max_runs=max_runs)
+                                     max_runs=max_runs, allow_different_model=allow_different)
     _render(result)
     if json_out:
         from mobiledepth.io import write_json_atomic
 
         write_json_atomic(json_out, result.to_dict())
     return result.exit_code
+
+
+def _check_usage(device: str, against: str | None, baseline: str | None, update: bool, json_out: str | None,
+                 store_path: str | None, model_name: str | None) -> None:
+    """Refuse impossible option sets, an unwritable --json FILE and a store that cannot be opened, before timing."""
+    from android_bench.profiles import HOST
+    from mobiledepth.errors import UserError
+
+    if device != HOST:
+        raise UserError(f"--device '{device}': the gate times on this machine only; use --device host "
+                        "(phones: run 'mobiledepth bench' and compare in 'mobiledepth report')")
+    if (against is None) == (baseline is None):
+        raise UserError("give exactly one of --against OLD.tflite (A/B) or --baseline FILE")
+    if update and baseline is None:
+        raise UserError("--update-baseline needs --baseline FILE (the file to write)")
+    if json_out:
+        from mobiledepth.io import check_writable
+
+        check_writable(json_out, what="--json")
+    if baseline is not None and model_name is None:  # the store names the model for the baseline
+        from mobiledepth.store import check_store_writable
+
+        check_store_writable(store_path)
 
 
 def _render(result) -> None:
@@ -90,6 +91,8 @@ def _render(result) -> None:
         console.print(f"baseline written to {result.baseline_path}: {result.new_label}, {result.runs} runs, "
                       f"{result.threads} thread(s); calibration median {result.calibration['new_us'] / 1000:.3f} ms")
         return
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)  # one line, however long
     c = result.comparison
     title = ("A/B, interleaved" if result.mode == "ab" else "against baseline, relative to the calibration model")
     table = Table(title=f"latency gate ({title}; tolerance {c.tolerance:.0%}, alpha {c.alpha:.2g} per look)")

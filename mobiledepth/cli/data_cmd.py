@@ -15,7 +15,8 @@ def data() -> None:
 @click.option("--n", "n", required=True, type=int, help="Number of images.")
 @click.option("--size", "size", default="128x128", show_default=True, help="Image size HxW.")
 @click.option("--seed", "seed", default=0, show_default=True, type=int, help="Seed (scene i depends on seed, split, i).")
-@click.option("--split", "split", default="train", show_default=True, type=click.Choice(["train", "test", "val"]))
+@click.option("--split", "split", default="train", show_default=True, type=click.Choice(["train", "test", "val"]),
+              help="Which split to write.")
 @click.option("--pairs-per-image", "pairs", default=None, type=int,
               help="Point pairs per image [default: 8 for train, 1 for test/val].")
 @click.option("--gray-fraction", "gray", default=0.05, show_default=True, type=float,
@@ -29,10 +30,19 @@ def synth(out: str, n: int, size: str, seed: int, split: str, pairs: int | None,
     from mobiledepth.data.synth import generate, parse_size
 
     hw = parse_size(size)
-    with Progress(transient=True) as bar:
-        task = bar.add_task(f"rendering {split}", total=n)
+    bar = Progress(transient=True)
+    task = bar.add_task(f"rendering {split}", total=n)
+
+    def show(event) -> None:  # the bar appears with the first scene, after every check
+        bar.start()
+        bar.update(task, completed=event.done)
+
+    try:
         result = generate(out, n, hw, seed=seed, split=split, pairs_per_image=pairs, gray_fraction=gray,
-                          overwrite=overwrite, progress=lambda done, _total: bar.update(task, completed=done))
+                          overwrite=overwrite, progress=show)
+    finally:
+        if bar.live.is_started:
+            bar.stop()
     Console(soft_wrap=True).print(f"wrote {result.images} images, {result.pairs} pairs ({split}, {hw[0]}x{hw[1]}, seed {seed}) "
                     f"to {result.out} in {result.seconds:.1f} s; annotations: {result.csv}")
 
@@ -43,11 +53,12 @@ def synth(out: str, n: int, size: str, seed: int, split: str, pairs: int | None,
 @click.option("--no-files", "no_files", is_flag=True, help="Skip checking that every image exists.")
 @click.option("--show", "show", default=10, show_default=True, type=int, help="Problems to list.")
 def check(dataset: str, split: str | None, no_files: bool, show: int) -> int:
-    """Validate a DIW-format dataset: report every problem at once (exit 1 if any)."""
+    """Validate a DIW-format dataset: report every problem at once (exit 2 if any)."""
     from rich.console import Console
     from rich.table import Table
 
     from mobiledepth.data.diw import validate
+    from mobiledepth.errors import UserError
 
     report = validate(dataset, split=split, check_files=not no_files)
     console = Console(soft_wrap=True)
@@ -62,9 +73,10 @@ def check(dataset: str, split: str | None, no_files: bool, show: int) -> int:
         table.add_row(str(problem.line), problem.kind, problem.message)
     console.print(table)
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(report.counts().items()))
-    console.print(f"{report.images} images, {report.pairs} pairs; problems by kind: {counts}. "
-                  "Fix the CSV, or train/evaluate with --skip-bad to drop bad samples.")
-    return 1
+    console.print(f"{report.images} images, {report.pairs} pairs; problems by kind: {counts}.")
+    # exit 1 is reserved for `check`'s regression verdict: a dataset with problems is bad input (2)
+    raise UserError(f"{len(report.problems)} problem(s) in {report.csv}; fix the CSV, or train/evaluate "
+                    "with --skip-bad to drop bad samples")
 
 
 data.add_command(check, "validate")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mobiledepth.cli.options import ingest_into_store, store_options
+from mobiledepth.cli.options import store_choice, store_options
 
 
 @click.command("eval")
@@ -13,19 +13,22 @@ from mobiledepth.cli.options import ingest_into_store, store_options
               help="Runtime [default: from the file suffix; a zoo name is torch].")
 @click.option("--data", "data", required=True, type=click.Path(path_type=str), help="Dataset root or CSV.")
 @click.option("--split", "split", default="test", show_default=True, help="CSV to use when --data is a folder.")
-@click.option("--batch-size", "batch_size", default=8, show_default=True, type=int)
+@click.option("--batch-size", "batch_size", default=8, show_default=True, type=int, help="Images per batch.")
 @click.option("--input-size", "input_size", default=None,
               help="HxW for torch models [default: the checkpoint's, else the spec's, else 224x448].")
 @click.option("--disparity", is_flag=True, help="The model outputs disparity (larger = nearer): flip the sign.")
-@click.option("--skip-bad", "skip_bad", is_flag=True, help="Drop invalid samples instead of failing.")
+@click.option("--skip-bad", "skip_bad", is_flag=True,
+              help="Drop invalid samples and undecodable images instead of failing (the count is shown).")
 @click.option("--limit", "limit", default=None, type=int, help="Evaluate the first N images only.")
 @click.option("--json", "as_json", is_flag=True, help="Print the eval record as JSON instead of a table.")
 @click.option("--out", "out", default=None, type=click.Path(path_type=str), help="Write the eval record here.")
+@click.option("--seed", "seed", default=None, type=int,
+              help="Seed of the random weights of a zoo model without a checkpoint [default: 0].")
 @store_options
 def eval_(model: str, backend: str | None, data: str, split: str, batch_size: int, input_size: str | None,
-          disparity: bool, skip_bad: bool, limit: int | None, as_json: bool, out: str | None,
+          disparity: bool, skip_bad: bool, limit: int | None, as_json: bool, out: str | None, seed: int | None,
           store_path: str | None, no_store: bool) -> int:
-    """Measure WHDR (SPEC §3: strict, tie = error) of MODEL on a DIW-format dataset."""
+    """Measure WHDR (strict: a predicted tie counts as an error) of MODEL on a DIW-format dataset."""
     import json
 
     from rich.console import Console
@@ -33,23 +36,29 @@ def eval_(model: str, backend: str | None, data: str, split: str, batch_size: in
 
     from mobiledepth.cli.options import parse_input_size
     from mobiledepth.errors import UserError
-    from mobiledepth.evaluate.evaluate import evaluate
+    from mobiledepth.evaluate.evaluate import prepare_evaluation, run_evaluation
 
     size = parse_input_size(input_size) if input_size else None
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be at least 1, got {limit}")
-    with Progress(transient=True, disable=as_json) as bar:
+    setup = prepare_evaluation(model, data, backend=backend, split=split, batch_size=batch_size, input_size=size,
+                               depth_like=not disparity, skip_bad=skip_bad, limit=limit, out=out, seed=seed,
+                               store=store_choice(store_path, no_store))
+    with Progress(transient=True, disable=as_json) as bar:  # drawn only once every check has passed
         task = bar.add_task("evaluating", total=None)
-        result = evaluate(model, data, backend=backend, split=split, batch_size=batch_size, input_size=size,
-                          depth_like=not disparity, skip_bad=skip_bad, limit=limit, out=out,
-                          progress=lambda done, total: bar.update(task, completed=done, total=total))
+        result = run_evaluation(setup, progress=lambda event: bar.update(task, completed=event.done, total=event.total))
     record = result.record()
-    stored = ingest_into_store(record, store_path, no_store)
+    stored = result.stored
     if as_json:
         click.echo(json.dumps(record, indent=2))
         return 0
     console = Console(soft_wrap=True)
     ds = record["dataset"]
+    if ds["skipped_images"] or ds["skipped_pairs"]:
+        console.print(f"--skip-bad: dropped {ds['skipped_images']} image(s) and {ds['skipped_pairs']} pair(s) "
+                      "(see 'mobiledepth data check')")
+    if record["random_weights"]:
+        console.print(f"random weights (untrained {model}, seed {record['seed']}): not a trained model's accuracy")
     console.print(f"WHDR {record['value']:.4f}  ({record['correct']}/{record['pairs']} pairs correct)  "
                   f"{record['backend']} {record['precision'] or ''}  {model}")
     console.print(f"dataset {ds['name']} ({ds['images']} images, sha256 {ds['hash'][:12]}), input "

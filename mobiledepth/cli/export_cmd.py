@@ -6,7 +6,7 @@ import json
 
 import click
 
-from mobiledepth.cli.options import ingest_into_store, store_options
+from mobiledepth.cli.options import store_options
 
 
 @click.command("export")
@@ -32,42 +32,46 @@ def export(model, checkpoint, input_size, precision, calibration_data, out, quie
     against PyTorch measured for every artifact."""
     from rich.console import Console
 
-    from mobiledepth.cli.options import parse_input_size
+    from mobiledepth.cli.options import parse_input_size, store_choice
     from mobiledepth.export import export_model, parse_precisions
 
-    console = Console(stderr=True, quiet=quiet or as_json)
+    # progress and the summary go to stdout (silent with --quiet / --json); stderr carries only
+    # warnings and, on failure, the one "error: " line
+    console = Console(quiet=quiet or as_json)
     if not console.is_terminal:  # piped or captured: do not squeeze the table to 80 columns
-        console = Console(stderr=True, quiet=quiet or as_json, width=120)
+        console = Console(quiet=quiet or as_json, width=120)
     size = parse_input_size(input_size) if input_size else None
     precisions = parse_precisions(precision)
     status = console.status("starting")
 
-    def progress(stage: str, event: str, seconds: float | None, detail: str) -> None:
-        if event == "start":
-            status.update(f"[bold]{stage}[/]: {detail}")
+    def progress(event) -> None:
+        if event.event == "start":
+            status.update(f"[bold]{event.stage}[/]: {event.detail}")
         else:
-            mark = "[green]✓[/]" if event == "done" else "[red]✗[/]"
-            console.print(f"{mark} {stage:<8} {seconds:6.1f} s  {detail}")
+            mark = "[green]✓[/]" if event.event == "done" else "[red]✗[/]"
+            console.print(f"{mark} {event.stage:<8} {event.seconds:6.1f} s  {event.detail}")
 
     with status:
         result = export_model(model=model, checkpoint=checkpoint, input_size=size, precisions=precisions,
                               calibration_data=calibration_data, out=out, progress=progress,
-                              rewrites=not no_rewrites)
-    stored = ingest_into_store(result.record, store_path, no_store, base_dir=result.run_dir)
+                              rewrites=not no_rewrites, store=store_choice(store_path, no_store))
+    warn = Console(stderr=True, soft_wrap=True)  # one line each, never cut, shown with --quiet / --json too
     for warning in result.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+        warn.print(f"[yellow]warning:[/] {warning}")
     if as_json:
         click.echo(json.dumps(result.record, indent=2))
     elif quiet:
         click.echo(str(result.run_dir))
     else:
         _print_summary(console, result)
-        if stored:
-            console.print(f"recorded in {stored}", style="dim")
+        if result.stored:
+            console.print(f"recorded in {result.stored}", style="dim")
 
 
 def _print_summary(console, result) -> None:
     from rich.table import Table
+
+    from mobiledepth.export.parity import parity_warning
 
     record = result.record
     info = record["model"]
@@ -83,6 +87,8 @@ def _print_summary(console, result) -> None:
         verdict = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "reported"}[parity["passed"]]
         if parity.get("enforced") is False:
             verdict = "[yellow]below bar (untrained)[/]"
+        elif parity["passed"] is None and parity_warning(art["precision"], parity):
+            verdict = "[yellow]reported, warning[/]"
         table.add_row(art["path"], art["layout"], f"{art['size_bytes'] / 1e6:.2f} MB",
                       f"{parity['max_abs_err_rel']:.2e}", f"{parity['mean_abs_err_rel']:.2e}",
                       f"{parity['ordinal_agreement']:.5f}", verdict)

@@ -9,6 +9,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from android_bench.profiles import DELEGATES, delegate_help
+
 
 def _size(text: str | None):
     from mobiledepth.cli.options import parse_input_size
@@ -25,12 +27,12 @@ def lut() -> None:
 @click.option("--model", "-m", default="mdepth-mnv2-fbnet", show_default=True, help="Zoo name or spec YAML.")
 @click.option("--input-size", default=None, help="HxW at deploy time (default: the spec's).")
 @click.option("--device", "-d", default="host", show_default=True, help="host or a phone profile (S21, S10+, ...).")
-@click.option("--delegate", type=click.Choice(["cpu", "gpu", "nnapi"]), default="cpu", show_default=True)
-@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--delegate", type=click.Choice(DELEGATES), default="cpu", show_default=True, help=delegate_help())
+@click.option("--threads", type=int, default=1, show_default=True, help="Threads (benchmark_model --num_threads / the interpreter).")
 @click.option("--multiple", type=int, default=8, show_default=True, help="Grid channel counts are multiples of this.")
 @click.option("--points", type=int, default=5, show_default=True, help="Grid points per channel dimension.")
 @click.option("--runs", type=int, default=30, show_default=True, help="Timed runs per layer model.")
-@click.option("--warmup", type=int, default=5, show_default=True)
+@click.option("--warmup", type=int, default=5, show_default=True, help="Untimed warm-up runs per layer model.")
 @click.option("--statistic", type=click.Choice(["median", "p5", "min"]), default="median", show_default=True,
               help="Which statistic of the raw samples the estimates use (p5/min resist a busy machine).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
@@ -47,11 +49,11 @@ def build(model, input_size, device, delegate, threads, multiple, points, runs, 
     with Progress(console=console, transient=True) as bar:
         tasks: dict[str, int] = {}
 
-        def progress(phase: str, done: int, total: int) -> None:
-            label = {"convert": "building layer models", "time": f"timing on {device}"}[phase]
-            if phase not in tasks:
-                tasks[phase] = bar.add_task(label, total=total)
-            bar.update(tasks[phase], completed=done)
+        def progress(event) -> None:
+            label = {"convert": "building layer models", "time": f"timing on {device}"}[event.stage]
+            if event.stage not in tasks:
+                tasks[event.stage] = bar.add_task(label, total=event.total)
+            bar.update(tasks[event.stage], completed=event.done)
 
         result = build_lut(model, _size(input_size), device, delegate, threads, out, multiple, points, runs, warmup,
                            cache_dir=cache_dir, progress=progress, statistic=statistic)
@@ -66,12 +68,12 @@ def build(model, input_size, device, delegate, threads, multiple, points, runs, 
 @click.option("--json", "as_json", is_flag=True, help="Print the per-layer estimate as JSON.")
 def show(table, model, as_json) -> None:
     """Show a table's metadata and the per-layer latency estimate of a spec."""
-    from mobiledepth.arch import resolve_spec
+    from mobiledepth.arch import resolve_spec, spec_from_record
     from mobiledepth.prune.lut import load_table
 
     lut_table = load_table(table)
     meta = lut_table.meta
-    estimate = lut_table.estimate(resolve_spec(model or meta["model"]))
+    estimate = lut_table.estimate(resolve_spec(model) if model else spec_from_record(meta["model"], f"lookup table {table}"))
     if as_json:
         click.echo(json.dumps({"meta": meta, "total_us": estimate.total_us, "by_op": estimate.by_op(),
                                "layers": [{**layer.to_dict(), "us": us} for layer, us in estimate.per_layer]}, indent=2))
@@ -97,7 +99,7 @@ def show(table, model, as_json) -> None:
 @click.option("--multipliers", default="1.0,0.75,0.5,0.35", show_default=True, help="Uniform width multipliers.")
 @click.option("--runs", type=int, default=50, show_default=True, help="Timed runs per end-to-end model.")
 @click.option("--work-dir", type=click.Path(path_type=Path), default=None, help="Where the exported variants go.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random width variants.")
 def validate(table, model, random_count, multipliers, runs, work_dir, seed) -> None:
     """LUT estimate vs end-to-end measurement on the same device for width variants."""
     from mobiledepth.errors import UserError
@@ -111,7 +113,7 @@ def validate(table, model, random_count, multipliers, runs, work_dir, seed) -> N
         raise UserError(f"--multipliers must be in (0, 1] (got {multipliers})")
     console = Console()
     report = validate_lut(table, model, random_count, mults, runs, work_dir, seed,
-                          progress=lambda what: console.print(f"{what} ...", style="dim"))
+                          progress=lambda event: console.print(f"{event.detail} ...", style="dim"))
     grid = Table(title=f"LUT validation on {report['device']}/{report['delegate']}")
     for column in ("variant", "estimate ms", "measured ms", "error"):
         grid.add_column(column, justify="left" if column == "variant" else "right")

@@ -7,6 +7,20 @@ import json
 import click
 
 
+def _spec_or_warning(name: str, explicit: bool) -> dict | None:
+    """The named spec; a broken file met while listing a glob is skipped with one warning line."""
+    from mobiledepth.arch.spec import resolve_spec
+    from mobiledepth.errors import UserError
+
+    try:
+        return resolve_spec(name)
+    except UserError as exc:
+        if explicit:
+            raise
+        click.echo(f"warning: skipped model '{name}': {exc}", err=True)
+        return None
+
+
 @click.command("models")
 @click.argument("pattern", default="*")
 @click.option("--input-size", "input_size", default=None, metavar="HxW",
@@ -14,14 +28,16 @@ import click
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def models(pattern: str, input_size: str | None, as_json: bool) -> None:
     """List the named model variants with parameters and MACs (PATTERN: a glob, e.g. '*fbnet*')."""
-    from mobiledepth.arch.spec import list_models, resolve_spec
+    from mobiledepth.arch.spec import list_models
     from mobiledepth.arch.stats import model_stats
     from mobiledepth.sizes import parse_input_size
 
     size = parse_input_size(input_size) if input_size else None
     rows = []
     for name in list_models(pattern):
-        spec = resolve_spec(name)
+        spec = _spec_or_warning(name, explicit=not any(c in pattern for c in "*?["))
+        if spec is None:
+            continue
         hw = size or tuple(spec.get("input_size", (256, 256)))
         stats = model_stats(spec, hw)
         reported = (spec.get("card") or {}).get("reported") or {}

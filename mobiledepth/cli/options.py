@@ -14,12 +14,6 @@ def store_options(command):
                         help="Store to record into (default: $MOBILEDEPTH_STORE, else the default store).")(command)
 
 
-def ingest_into_store(record: dict, store_path: str | None, no_store: bool, base_dir=None):
-    """Record a stage's JSON record in the shared store (created on first use); returns its path."""
-    if no_store:
-        return None
-    from mobiledepth.report.store import open_store
-
-    with open_store(store_path) as store:
-        store.ingest(record, base_dir=base_dir)
-    return store.path
+def store_choice(store_path: str | None, no_store: bool):
+    """What ``--store`` / ``--no-store`` ask of a stage: a path, None (the default store) or False (nowhere)."""
+    return False if no_store else store_path

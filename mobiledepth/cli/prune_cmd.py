@@ -7,14 +7,16 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from android_bench.profiles import DELEGATES, delegate_help
+
 
 @click.command("prune")
 @click.option("--model", "-m", default=None, help="Spec of the checkpoint (default: the one stored in it).")
 @click.option("--checkpoint", "-c", type=click.Path(path_type=Path), default=None, help="Trained weights (.pt).")
 @click.option("--target-ms", type=float, default=None, help="Latency budget on the device, ms.")
 @click.option("--device", "-d", default="host", show_default=True, help="host or a phone profile (S21, ...).")
-@click.option("--delegate", type=click.Choice(["cpu", "gpu", "nnapi"]), default="cpu", show_default=True)
-@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--delegate", type=click.Choice(DELEGATES), default="cpu", show_default=True, help=delegate_help())
+@click.option("--threads", type=int, default=1, show_default=True, help="Threads (benchmark_model --num_threads / the interpreter).")
 @click.option("--data", type=click.Path(path_type=Path), default=None, help="DIW-format data (train + held-out split).")
 @click.option("--lut", "lut_path", type=click.Path(path_type=Path), default=None,
               help="Lookup table JSON (default: build it for the model, size, device and delegate).")
@@ -28,11 +30,12 @@ from rich.console import Console
               help="Proposals evaluated in parallel processes (default: 1; a resumed run keeps its own).")
 @click.option("--multiple", type=int, default=8, show_default=True, help="Widths stay multiples of this.")
 @click.option("--min-width", type=int, default=8, show_default=True, help="No group below this width.")
-@click.option("--batch-size", type=int, default=4, show_default=True)
-@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--batch-size", type=int, default=4, show_default=True, help="Images per fine-tuning step.")
+@click.option("--lr", type=float, default=1e-4, show_default=True, help="Fine-tuning learning rate.")
 @click.option("--val-split", default="test", show_default=True, help="Held-out split for WHDR.")
 @click.option("--val-limit", type=int, default=None, help="Use only the first N held-out images.")
-@click.option("--max-iterations", type=int, default=100, show_default=True)
+@click.option("--max-iterations", type=int, default=100, show_default=True,
+              help="Give up after this many NetAdapt iterations if --target-ms is still not met.")
 @click.option("--choose", type=click.Choice(["accuracy", "loss-per-ms"]), default=None,
               help="Winning proposal: lowest WHDR, or smallest WHDR loss per ms saved (default: accuracy; "
                    "a resumed run keeps its own).")
@@ -46,12 +49,39 @@ def prune(model, checkpoint, target_ms, device, delegate, threads, data, lut_pat
     """Shrink a model, channel group by channel group, until its latency on DEVICE is under --target-ms."""
     from mobiledepth.cli.options import parse_input_size
     from mobiledepth.errors import UserError
-    from mobiledepth.prune.netadapt import PruneSettings, prune as run_prune
+    from mobiledepth.prune import netadapt
 
     console = Console()
     store = False if no_store else store_path
+    progress = _progress_printer(console, device)
+    if resume is not None:
+        result = netadapt.resume(resume, workers=workers, choose=choose, store=store, progress=progress)
+    else:
+        missing = [name for name, value in (("--checkpoint", checkpoint), ("--target-ms", target_ms), ("--data", data))
+                   if value is None]
+        if missing:
+            raise UserError(f"prune needs {', '.join(missing)} (or --resume RUN_DIR); see 'mobiledepth prune --help'")
+        settings = netadapt.PruneSettings(
+            model=model, checkpoint=str(checkpoint), target_ms=target_ms, data=str(data),
+            lut=str(lut_path) if lut_path else None, device=device, delegate=delegate, threads=threads,
+            input_size=parse_input_size(input_size) if input_size else None,
+            train_input_size=parse_input_size(train_input_size) if train_input_size else None,
+            short_term_steps=short_term_steps, long_term_steps=long_term_steps, initial_reduction=initial_reduction,
+            decay=decay, workers=workers or 1, multiple=multiple, min_width=min_width, batch_size=batch_size, lr=lr,
+            val_split=val_split, val_limit=val_limit, max_iterations=max_iterations, choose=choose or "accuracy")
+        result = netadapt.prune(settings, out=out, store=store, progress=progress)
+    final = result.record["final"]
+    measured = f"{final['measured_ms']:.3f} ms measured" if final.get("measured_ms") is not None else "not measured"
+    console.print(f"[green]done[/]: {result.run_dir} — {measured} (target {result.record['target_ms']:g} ms), "
+                  f"estimate {final['estimated_ms']:.3f} ms, WHDR {final['whdr']:.4f}, "
+                  f"{len(result.record['iterations']) - 1} iterations", highlight=False)
 
-    def progress(event: str, info: dict) -> None:
+
+def _progress_printer(console: Console, device: str):
+    """Render the stage's progress events as console lines."""
+
+    def progress(update) -> None:
+        event, info = update.event, update.info
         if event == "proposal":
             status = f"WHDR {info['whdr']:.4f}" if info.get("ok") else f"[red]failed[/] {info.get('error')}"
             console.print(f"  iter {info['iteration']}: {info['group']} -> {info['width']}: {status}", highlight=False)
@@ -68,36 +98,8 @@ def prune(model, checkpoint, target_ms, device, delegate, threads, data, lut_pat
             console.print(f"  exporting and timing on {device} ({info['iteration']}) ...", style="dim")
         elif event == "long_term":
             console.print(f"long-term fine-tune ({info['steps']} steps) ...", style="dim")
+        elif event == "lut":
+            console.print(f"no --lut given: building the lookup table for {info['model']} on "
+                          f"{info['device']}/{info['delegate']} ...")
 
-    if resume is not None:
-        overrides = PruneSettings(model="", checkpoint="", target_ms=1, data="", lut="", workers=workers, choose=choose)
-        result = run_prune(overrides if workers is not None or choose else None, resume=resume, store=store,
-                           progress=progress)
-    else:
-        missing = [name for name, value in (("--checkpoint", checkpoint), ("--target-ms", target_ms), ("--data", data))
-                   if value is None]
-        if missing:
-            raise UserError(f"prune needs {', '.join(missing)} (or --resume RUN_DIR); see 'mobiledepth prune --help'")
-        size = parse_input_size(input_size) if input_size else None
-        if lut_path is None:
-            from mobiledepth.arch import load_checkpoint, resolve_spec
-            from mobiledepth.prune.lut import build_lut
-
-            spec = resolve_spec(model) if model else load_checkpoint(checkpoint, with_heads=False)[1]
-            console.print(f"no --lut given: building the lookup table for {spec['name']} on {device}/{delegate} ...")
-            lut_path = build_lut(spec, size, device, delegate, threads).path
-        name = model or Path(checkpoint).stem
-        settings = PruneSettings(
-            model=model, checkpoint=str(checkpoint), target_ms=target_ms, data=str(data), lut=str(lut_path),
-            device=device, delegate=delegate, threads=threads, input_size=size,
-            train_input_size=parse_input_size(train_input_size) if train_input_size else None,
-            short_term_steps=short_term_steps, long_term_steps=long_term_steps, initial_reduction=initial_reduction,
-            decay=decay, workers=workers or 1, multiple=multiple, min_width=min_width, batch_size=batch_size, lr=lr,
-            val_split=val_split, val_limit=val_limit, max_iterations=max_iterations, choose=choose or "accuracy")
-        out = out or Path("runs") / f"prune-{name}-{target_ms:g}ms"
-        result = run_prune(settings, out=out, store=store, progress=progress)
-    final = result.record["final"]
-    measured = f"{final['measured_ms']:.3f} ms measured" if final.get("measured_ms") is not None else "not measured"
-    console.print(f"[green]done[/]: {result.run_dir} — {measured} (target {result.record['target_ms']:g} ms), "
-                  f"estimate {final['estimated_ms']:.3f} ms, WHDR {final['whdr']:.4f}, "
-                  f"{len(result.record['iterations']) - 1} iterations", highlight=False)
+    return progress

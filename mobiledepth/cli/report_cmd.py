@@ -23,14 +23,18 @@ def report(fmt: str, out: str | None, devices: tuple[str, ...], models: tuple[st
     """Render the store as the paper's Table 7 / Table 8 / Figure 1, for your models and phones."""
     from pathlib import Path
 
-    from mobiledepth.io import atomic_path, write_text_atomic
+    from mobiledepth.io import atomic_path, check_writable, write_text_atomic
     from mobiledepth.report.report import build_report, render, render_plot_png
-    from mobiledepth.report.store import open_store
+    from mobiledepth.store import open_store
 
-    with open_store(store_path) as st:
-        rep = build_report(st, devices=devices, models=models)
     if fmt == "html" and out is None:
         out = "report.html"
+    if out is not None and out != "-":
+        check_writable(out, what="--out")
+    if plot:
+        check_writable(plot, what="--plot")
+    with open_store(store_path, readonly=True) as st:  # reading only: a store on a read-only mount is fine
+        rep = build_report(st, devices=devices, models=models)
     text = render(rep, fmt)
     if plot:
         with atomic_path(plot) as tmp:

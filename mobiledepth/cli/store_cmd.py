@@ -20,7 +20,7 @@ def import_(files: tuple[str, ...], store_path: str | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from mobiledepth.report.store import iter_record_files, open_store
+    from mobiledepth.store import iter_record_files, open_store
 
     table = Table(title="imported")
     table.add_column("file", overflow="fold")
@@ -48,10 +48,12 @@ def export(out: str, store_path: str | None) -> None:
     """Write the whole store as one JSON file for sharing."""
     import json
 
-    from mobiledepth.io import write_json_atomic
-    from mobiledepth.report.store import open_store
+    from mobiledepth.io import check_writable, write_json_atomic
+    from mobiledepth.store import open_store
 
-    with open_store(store_path) as st:
+    if out != "-":
+        check_writable(out, what="--out")
+    with open_store(store_path, readonly=True) as st:
         data = st.export_records()
     if out == "-":
         click.echo(json.dumps(data, indent=2))

@@ -28,13 +28,15 @@ from mobiledepth.errors import UserError
 
 RELATIONS: dict[str, int] = {">": 1, "<": -1, "=": 0}
 SYMBOLS: dict[int, str] = {v: k for k, v in RELATIONS.items()}
-PROBLEM_KINDS = ("malformed", "relation", "bounds", "escape", "missing")
+PROBLEM_KINDS = ("empty", "malformed", "relation", "bounds", "escape", "missing", "corrupt")
 _KIND_TEXT = {
+    "empty": "empty annotation file",
     "malformed": "malformed line",
     "relation": "unknown relation",
     "bounds": "coordinate outside the image",
     "escape": "path escapes the dataset root",
     "missing": "missing image",
+    "corrupt": "undecodable image",
 }
 
 
@@ -121,6 +123,7 @@ class DiwData:
     samples: list[Sample]
     report: ValidationReport
     skipped_pairs: int = 0
+    skipped_images: int = 0  # images dropped by skip_bad (missing, escaping or undecodable)
 
     @property
     def name(self) -> str:
@@ -146,6 +149,7 @@ class DiwData:
             "images": len(self.samples),
             "pairs": self.num_pairs,
             "skipped_pairs": self.skipped_pairs,
+            "skipped_images": self.skipped_images,
         }
 
 
@@ -213,12 +217,24 @@ def _parse_pair(text: str, line: int) -> tuple[OrdinalPair | None, list[Problem]
     return OrdinalPair(ya - 1, xa - 1, yb - 1, xb - 1, RELATIONS[rel_text], width, height, line), []
 
 
-def _escapes(root: Path, rel_path: str) -> bool:
-    if os.path.isabs(rel_path):
-        return True
+def _escape_problem(root: Path, rel_path: str, line: int) -> Problem | None:
+    """An ``escape`` problem for an absolute path, a ``../`` path, or a link that resolves outside the root."""
     joined = os.path.normpath(os.path.join(str(root), rel_path))
     base = os.path.normpath(str(root))
-    return os.path.commonpath([joined, base]) != base
+    if os.path.isabs(rel_path) or os.path.commonpath([joined, base]) != base:
+        return Problem(line, "escape", f"image path {rel_path!r} escapes the dataset root {root}")
+    real, real_base = os.path.realpath(joined), os.path.realpath(base)
+    if os.path.commonpath([real, real_base]) != real_base:
+        return Problem(line, "escape", f"image {rel_path} is a link that escapes the dataset root {root} (to {real})")
+    return None
+
+
+def _read_lines(csv_path: Path) -> list[str]:
+    """The CSV's lines; a UTF-8 byte-order mark (as spreadsheet tools write) is dropped."""
+    try:
+        return csv_path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"{csv_path} is not a text CSV (expected the DIW two-line format)") from None
 
 
 def read_annotations(
@@ -226,13 +242,11 @@ def read_annotations(
 ) -> tuple[list[Sample], list[Problem], tuple[int, int]]:
     """Parse a DIW CSV: samples (good pairs only), every problem found, and (images, pairs) in the file."""
     csv_path, root = Path(csv_path), Path(root)
-    try:
-        lines = csv_path.read_text().splitlines()
-    except UnicodeDecodeError:
-        raise UserError(f"{csv_path} is not a text CSV (expected the DIW two-line format)") from None
     # keep line numbers; drop blank lines
-    numbered = [(i + 1, text.strip()) for i, text in enumerate(lines) if text.strip()]
+    numbered = [(i + 1, text.strip()) for i, text in enumerate(_read_lines(csv_path)) if text.strip()]
     problems: list[Problem] = []
+    if not numbered:
+        problems.append(Problem(1, "empty", f"{csv_path.name} holds no samples (expected image path / pair lines)"))
     samples: dict[str, Sample] = {}
     path_state: dict[str, bool] = {}  # rel path -> usable
     total = 0
@@ -249,8 +263,9 @@ def read_annotations(
             continue
         if rel_path not in path_state:
             usable = True
-            if _escapes(root, rel_path):
-                problems.append(Problem(path_line, "escape", f"image path {path_text!r} escapes the dataset root {root}"))
+            escape = _escape_problem(root, rel_path, path_line)
+            if escape is not None:
+                problems.append(escape)
                 usable = False
             elif check_files and not (root / rel_path).is_file():
                 problems.append(Problem(path_line, "missing", f"image {rel_path} not found under {root}"))
@@ -268,26 +283,52 @@ def read_annotations(
     return list(samples.values()), problems, (len(path_state), total)
 
 
+def decode_problems(samples: list[Sample]) -> list[Problem]:
+    """Decode every sample's image fully; one ``corrupt`` problem per image PIL cannot decode."""
+    problems = []
+    for sample in samples:
+        try:
+            load_image(sample.image)
+        except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for bad files
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            problems.append(Problem(sample.line, "corrupt", f"image {sample.path} cannot be decoded ({reason})"))
+    return problems
+
+
 def validate(data: str | os.PathLike, split: str | None = None, check_files: bool = True) -> ValidationReport:
-    """Check an annotation file completely and report every problem at once."""
+    """Check an annotation file completely (decoding every image) and report every problem at once."""
     csv_path, root = resolve_annotations(data, split)
-    _, problems, (images, pairs) = read_annotations(csv_path, root, check_files)
+    samples, problems, (images, pairs) = read_annotations(csv_path, root, check_files)
+    if check_files:
+        problems = sorted(problems + decode_problems(samples), key=lambda p: p.line)
     return ValidationReport(csv_path, root, images, pairs, problems)
 
 
 def load_dataset(
-    data: str | os.PathLike, split: str | None = None, skip_bad: bool = False, check_files: bool = True
+    data: str | os.PathLike, split: str | None = None, skip_bad: bool = False, check_files: bool = True,
+    limit: int | None = None,
 ) -> DiwData:
-    """Read and validate a DIW-format dataset; raise one UserError listing all problems unless ``skip_bad``."""
+    """Read and validate a DIW-format dataset; raise one UserError listing all problems unless ``skip_bad``.
+
+    The whole CSV is validated; the images of the first ``limit`` samples (all without a limit)
+    are decoded, so a corrupt image fails (or, with ``skip_bad``, is dropped) before any work."""
     csv_path, root = resolve_annotations(data, split)
-    samples, problems, (images, total) = read_annotations(csv_path, root, check_files)
+    usable, problems, (images, total) = read_annotations(csv_path, root, check_files)
+    samples = usable[:limit] if limit is not None else usable
+    corrupt = decode_problems(samples) if check_files else []
+    problems = sorted(problems + corrupt, key=lambda p: p.line)
     report = ValidationReport(csv_path, root, images, total, problems)
     if problems and not skip_bad:
         raise UserError(report.summary() + " — fix the annotations or pass --skip-bad to drop bad samples")
-    kept = sum(len(s.pairs) for s in samples)
+    bad_lines = {p.line for p in corrupt}  # a sample's line is the unique line its image first appears on
+    dropped = [s for s in samples if s.line in bad_lines]
+    samples = [s for s in samples if s.line not in bad_lines]
     if not samples:
         raise UserError(f"no usable samples in {csv_path} ({len(problems)} problem(s)); check the dataset root {root}")
-    return DiwData(root, csv_path, samples, report, skipped_pairs=total - kept)
+    pairs_of = lambda group: sum(len(s.pairs) for s in group)  # noqa: E731
+    unusable = sum(1 for p in problems if p.kind in ("missing", "escape"))
+    return DiwData(root, csv_path, samples, report, skipped_pairs=total - pairs_of(usable) + pairs_of(dropped),
+                   skipped_images=unusable + len(dropped))
 
 
 # --------------------------------------------------------------------------- images and coordinates

@@ -10,6 +10,8 @@ __all__ = [
     "evaluate_module",
     "evaluate_runtime",
     "open_runtime",
+    "prepare_evaluation",
+    "run_evaluation",
     "pair_correct",
     "sample_bilinear",
     "whdr",
@@ -18,7 +20,8 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    if name in ("EvalResult", "torch_runtime", "evaluate", "evaluate_module", "evaluate_runtime", "open_runtime"):
+    if name in ("EvalResult", "torch_runtime", "evaluate", "evaluate_module", "evaluate_runtime", "open_runtime",
+                "prepare_evaluation", "run_evaluation"):
         from mobiledepth.evaluate import evaluate as _module
 
         return getattr(_module, name)

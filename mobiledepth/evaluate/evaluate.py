@@ -11,18 +11,20 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from mobiledepth.data.diw import DiwData, load_dataset, prepare_image
+from mobiledepth.data.diw import DiwData, load_dataset
 from mobiledepth.errors import UserError
-from mobiledepth.evaluate.whdr import WhdrResult, whdr_of_prediction
+from mobiledepth.evaluate.whdr import WhdrResult, evaluate_runtime  # noqa: F401 - evaluate_runtime re-exported
+from mobiledepth.progress import ProgressFn
+from mobiledepth.records import new_record, read_export_record
 
 BACKENDS = ("torch", "onnx", "tflite")
 DEFAULT_INPUT_SIZE = (224, 448)  # SPEC §5, DIW training input
+DEFAULT_SEED = 0  # the seed of a zoo model's random weights when none is given
 _SUFFIX_BACKEND = {".pt": "torch", ".pth": "torch", ".onnx": "onnx", ".tflite": "tflite"}
 
 
@@ -46,8 +48,11 @@ class EvalResult:
     precision: str | None = None
     input_size: tuple[int, int] | None = None
     depth_like: bool = True
+    random_weights: bool = False  # a zoo name or spec without a checkpoint: freshly initialised weights
+    seed: int | None = None  # the seed of those weights (None for a checkpoint or a file)
     seconds: float = 0.0
     per_image_correct: list[int] = field(default_factory=list, repr=False)
+    stored: Path | None = None  # the store the record went into (None: not recorded)
 
     @property
     def value(self) -> float:
@@ -56,9 +61,7 @@ class EvalResult:
     def record(self) -> dict:
         """The eval record of the team contract (kind 'eval', schema 1)."""
         return {
-            "kind": "eval",
-            "schema": 1,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **new_record("eval"),
             "model_path": self.model_path,
             "artifact_sha256": self.artifact_sha256,
             "model_name": self.model_name,
@@ -71,6 +74,8 @@ class EvalResult:
             "pairs": self.whdr.pairs,
             "input_size": [int(v) for v in self.input_size] if self.input_size else None,
             "depth_like": self.depth_like,
+            "random_weights": self.random_weights,
+            "seed": self.seed,
             "seconds": round(self.seconds, 3),
         }
 
@@ -79,35 +84,6 @@ class EvalResult:
         from mobiledepth.io import write_json_atomic
 
         return write_json_atomic(path, self.record())
-
-
-def evaluate_runtime(
-    runtime: Callable[[np.ndarray], np.ndarray],
-    data: DiwData,
-    input_size: tuple[int, int],
-    batch_size: int = 8,
-    depth_like: bool = True,
-    progress: Callable[[int, int], None] | None = None,
-) -> tuple[WhdrResult, list[int]]:
-    """WHDR of ``runtime`` over every sample of ``data``; also the correct count per image."""
-    if batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
-    total = WhdrResult(0, 0)
-    per_image: list[int] = []
-    samples = data.samples
-    for start in range(0, len(samples), batch_size):
-        batch = samples[start : start + batch_size]
-        images = np.stack([prepare_image(s.image, input_size) for s in batch])
-        pred = np.asarray(runtime(images), dtype=np.float32)
-        if pred.ndim != 4 or pred.shape[0] != len(batch) or pred.shape[1] != 1:
-            raise UserError(f"model output has shape {pred.shape}, expected (N, 1, H, W); is it a depth model?")
-        for sample, depth in zip(batch, pred[:, 0]):
-            result = whdr_of_prediction(depth, sample.pairs, depth_like=depth_like)
-            per_image.append(result.correct)
-            total = total + result
-        if progress is not None:
-            progress(min(start + batch_size, len(samples)), len(samples))
-    return total, per_image
 
 
 def evaluate_module(
@@ -128,10 +104,13 @@ def infer_backend(model: str) -> str:
     return "torch"
 
 
-def open_runtime(model: str, backend: str | None = None, input_size: tuple[int, int] | None = None):
+def open_runtime(model: str, backend: str | None = None, input_size: tuple[int, int] | None = None,
+                 seed: int | None = None):
     """A runtime for a zoo name / checkpoint (torch) or an ONNX / TFLite file.
 
-    Returns ``(runtime, info)`` with info keys model_path, model_name, artifact_sha256, precision.
+    A zoo name or spec gets random weights drawn with ``seed`` (default 0), so its WHDR repeats.
+    Returns ``(runtime, info)`` with info keys model_path, model_name, artifact_sha256, precision,
+    random_weights, seed.
     """
     backend = backend or infer_backend(model)
     if backend not in BACKENDS:
@@ -140,9 +119,11 @@ def open_runtime(model: str, backend: str | None = None, input_size: tuple[int, 
     expected = infer_backend(model) if path.suffix.lower() in _SUFFIX_BACKEND else "torch"
     if expected != backend:
         raise UserError(f"{model} is a {expected} model, not {backend}; pass --backend {expected}")
-    info = {"model_path": None, "model_name": None, "artifact_sha256": None, "precision": None}
+    info = {"model_path": None, "model_name": None, "artifact_sha256": None, "precision": None,
+            "random_weights": False, "seed": None}
     if backend == "torch":
-        return _open_torch(model, input_size, info)
+        return _open_torch(model, input_size, info, seed)
+    _refuse_seed(seed, model)
     if not path.is_file():
         raise UserError(f"model file {model} does not exist; check the path")
     from mobiledepth.io import sha256_file
@@ -163,20 +144,28 @@ def open_runtime(model: str, backend: str | None = None, input_size: tuple[int, 
     return runtime, info
 
 
-def _open_torch(model: str, input_size, info: dict):
+def _refuse_seed(seed: int | None, model: str) -> None:
+    if seed is not None:
+        raise UserError(f"--seed sets the random weights of a zoo model, but {model} has trained weights; drop --seed")
+
+
+def _open_torch(model: str, input_size, info: dict, seed: int | None = None):
     from mobiledepth.arch import build_model, load_checkpoint
 
     path = Path(model)
-    if path.is_file():
+    if path.is_file() and path.suffix.lower() not in (".yaml", ".yml"):
         from mobiledepth.io import sha256_file
 
+        _refuse_seed(seed, model)
         net, spec, meta = load_checkpoint(path, with_heads=False)
         info.update(model_path=str(path), artifact_sha256=sha256_file(path))
         size = input_size or meta.get("input_size") or spec.get("input_size") or DEFAULT_INPUT_SIZE
     elif path.suffix.lower() in (".pt", ".pth"):
         raise UserError(f"checkpoint {model} does not exist; check the path")
     else:
-        net = build_model(model)
+        seed = DEFAULT_SEED if seed is None else int(seed)
+        net = build_model(model, with_heads=False, seed=seed)
+        info.update(random_weights=True, seed=seed)
         spec = net.spec
         size = input_size or spec.get("input_size") or DEFAULT_INPUT_SIZE
     info["model_name"] = spec.get("name")
@@ -189,19 +178,85 @@ def _open_torch(model: str, input_size, info: dict):
 
 def _precision_from_export_record(path: Path) -> str | None:
     """The precision an ``export.json`` beside the artifact lists for it, if there is one."""
-    import json
-
     record_path = path.parent / "export.json"
     if not record_path.is_file():
         return None
     try:
-        record = json.loads(record_path.read_text())
-        for artifact in record.get("artifacts", []):
-            if Path(artifact.get("path", "")).name == path.name:
-                return artifact.get("precision")
-    except (ValueError, AttributeError):
+        record = read_export_record(record_path)
+    except UserError:
         return None
+    for artifact in record.data["artifacts"]:
+        if Path(str(artifact.get("path", ""))).name == path.name:
+            return artifact.get("precision")
     return None
+
+
+@dataclass
+class EvalSetup:
+    """An evaluation checked and ready to run: the opened model, the decoded dataset, where the record goes."""
+
+    runtime: Callable[[np.ndarray], np.ndarray]
+    info: dict
+    dataset: DiwData
+    batch_size: int = 8
+    depth_like: bool = True
+    limit: int | None = None
+    out: str | os.PathLike | None = None
+    store: object = False  # a store path, None for the default store, False for nowhere
+
+
+def prepare_evaluation(
+    model: str,
+    data: str | os.PathLike,
+    backend: str | None = None,
+    split: str | None = "test",
+    batch_size: int = 8,
+    input_size: tuple[int, int] | None = None,
+    depth_like: bool = True,
+    skip_bad: bool = False,
+    limit: int | None = None,
+    out: str | os.PathLike | None = None,
+    seed: int | None = None,
+    store=False,
+) -> EvalSetup:
+    """Check every input before the first image is evaluated: ``out`` and ``store`` are writable, the
+    model opens, every annotation is valid and every image decodes (``skip_bad`` drops bad ones and
+    counts them in ``dataset.skipped_images`` / ``skipped_pairs``)."""
+    from mobiledepth.io import check_writable
+    from mobiledepth.store import check_store_choice
+
+    if out is not None:
+        check_writable(out, "--out")
+    check_store_choice(store)
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+    runtime, info = open_runtime(model, backend, input_size, seed)
+    dataset = load_dataset(data, split=_split_for(data, split), skip_bad=skip_bad, limit=limit)
+    return EvalSetup(runtime, info, dataset, batch_size, depth_like, limit, out, store)
+
+
+def run_evaluation(setup: EvalSetup, progress: ProgressFn | None = None) -> EvalResult:
+    """Evaluate a prepared setup; writes the eval record to ``setup.out`` when given and into its store."""
+    from mobiledepth.store import record_in_store
+
+    runtime, dataset = setup.runtime, setup.dataset
+    start = time.perf_counter()
+    result, per_image = evaluate_runtime(runtime, dataset, tuple(runtime.input_size), setup.batch_size,
+                                         setup.depth_like, progress)
+    outcome = EvalResult(
+        whdr=result,
+        backend=runtime.backend,
+        dataset=dataset.describe() | ({"limit": setup.limit} if setup.limit is not None else {}),
+        input_size=tuple(runtime.input_size),
+        depth_like=setup.depth_like,
+        seconds=time.perf_counter() - start,
+        per_image_correct=per_image,
+        **setup.info,
+    )
+    if setup.out is not None:
+        outcome.write(setup.out)
+    outcome.stored = record_in_store(outcome.record(), setup.store)
+    return outcome
 
 
 def evaluate(
@@ -215,34 +270,17 @@ def evaluate(
     skip_bad: bool = False,
     limit: int | None = None,
     out: str | os.PathLike | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressFn | None = None,
+    seed: int | None = None,
+    store=False,
 ) -> EvalResult:
     """WHDR of ``model`` (zoo name, checkpoint, .onnx or .tflite) on the dataset at ``data``.
 
-    Writes the eval record to ``out`` when given.
-    """
-    dataset = load_dataset(data, split=_split_for(data, split), skip_bad=skip_bad)
-    if limit is not None:
-        dataset.samples = dataset.samples[:limit]
-    runtime, info = open_runtime(model, backend, input_size)
-    start = time.perf_counter()
-    result, per_image = evaluate_runtime(runtime, dataset, tuple(runtime.input_size), batch_size, depth_like, progress)
-    outcome = EvalResult(
-        whdr=result,
-        backend=runtime.backend,
-        dataset=dataset.describe() | ({"limit": limit} if limit is not None else {}),
-        input_size=tuple(runtime.input_size),
-        depth_like=depth_like,
-        seconds=time.perf_counter() - start,
-        per_image_correct=per_image,
-        **info,
-    )
-    if limit is not None:
-        outcome.dataset["images"] = len(dataset.samples)
-        outcome.dataset["pairs"] = dataset.num_pairs
-    if out is not None:
-        outcome.write(out)
-    return outcome
+    Every input is checked first (:func:`prepare_evaluation`); writes the eval record to ``out``
+    and into ``store`` (a path, None for the default store, False for nowhere)."""
+    setup = prepare_evaluation(model, data, backend, split, batch_size, input_size, depth_like, skip_bad, limit,
+                               out, seed, store)
+    return run_evaluation(setup, progress)
 
 
 def _split_for(data, split: str | None) -> str | None:

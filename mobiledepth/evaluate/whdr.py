@@ -15,8 +15,12 @@ is ever materialised; the tests check it against torch's interpolate, borders in
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
+
+from mobiledepth.errors import UserError
+from mobiledepth.progress import Progress, ProgressFn
 
 
 @dataclass(frozen=True)
@@ -92,3 +96,34 @@ def whdr_of_prediction(pred: np.ndarray, pairs, depth_like: bool = True, equal_t
     values = sample_bilinear(pred, ys, xs, (heights, widths)).reshape(-1, 2)
     rel = np.array([p.rel for p in pairs])
     return whdr(values[:, 0], values[:, 1], rel, depth_like, equal_tolerance)
+
+
+def evaluate_runtime(
+    runtime: Callable[[np.ndarray], np.ndarray],
+    data,
+    input_size: tuple[int, int],
+    batch_size: int = 8,
+    depth_like: bool = True,
+    progress: ProgressFn | None = None,
+) -> tuple[WhdrResult, list[int]]:
+    """WHDR of ``runtime`` over every sample of ``data``; also the correct count per image."""
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+    total = WhdrResult(0, 0)
+    per_image: list[int] = []
+    from mobiledepth.data.diw import prepare_image
+
+    samples = data.samples
+    for start in range(0, len(samples), batch_size):
+        batch = samples[start : start + batch_size]
+        images = np.stack([prepare_image(s.image, input_size) for s in batch])
+        pred = np.asarray(runtime(images), dtype=np.float32)
+        if pred.ndim != 4 or pred.shape[0] != len(batch) or pred.shape[1] != 1:
+            raise UserError(f"model output has shape {pred.shape}, expected (N, 1, H, W); is it a depth model?")
+        for sample, depth in zip(batch, pred[:, 0]):
+            result = whdr_of_prediction(depth, sample.pairs, depth_like=depth_like)
+            per_image.append(result.correct)
+            total = total + result
+        if progress is not None:
+            progress(Progress("eval", "batch", done=min(start + batch_size, len(samples)), total=len(samples)))
+    return total, per_image

@@ -12,6 +12,13 @@ PARITY_BARS: dict[str, dict] = {
     "int16x8": {},   # reported, no bar yet
 }
 
+# Precisions without a bar get a warning line below this ordinal agreement: 1 pixel pair in 100
+# ordered differently from PyTorch is visible in a relative-depth map (int8 measures ~0.93-0.95).
+WARNING_BARS: dict[str, dict] = {
+    "int8": {"ordinal_agreement": 0.99},
+    "int16x8": {"ordinal_agreement": 0.99},
+}
+
 
 # Pairs closer than this fraction of the output range are ties at any reduced precision
 # (fp16 weights alone move a trained model's output by ~5e-4 of its range on average); the
@@ -58,3 +65,13 @@ def measure_parity(reference: np.ndarray, candidate: np.ndarray, precision: str)
             "ordinal_agreement_all": ordinal_all, "ordinal_min_separation": MIN_SEPARATION,
             "output_range": float(np.mean(ranges)), "images": len(reference), "passed": passed, "bar": bar}
 
+
+def parity_warning(precision: str, parity: dict) -> str | None:
+    """A one-line warning when a precision without a bar orders pixels worse than its warning bar."""
+    floor = WARNING_BARS.get(precision, {}).get("ordinal_agreement")
+    if floor is None or parity["ordinal_agreement"] >= floor:
+        return None
+    flipped = 1.0 - parity["ordinal_agreement"]
+    return (f"{precision} orders {flipped:.1%} of pixel pairs differently from PyTorch (ordinal agreement "
+            f"{parity['ordinal_agreement']:.4f} < {floor}; max error {parity['max_abs_err_rel']:.2e} of the range); "
+            "measure its accuracy with `mobiledepth eval` on your data, or deploy fp16")

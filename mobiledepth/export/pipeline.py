@@ -1,32 +1,37 @@
 """`mobiledepth export`: strip heads → ONNX → TFLite (fp32/fp16/int8/int16x8), parity at every stage.
 
-Everything is built in a temporary directory beside the run directory and renamed into
-place only when every artifact meets its parity bar; a failed export is moved to
-``<out>.failed/`` with its record and converter logs, never left where a good one would be.
+Everything is built in a hidden directory beside the run directory (its name holds the pid of
+the run, so the next run sweeps the leftovers of a dead one) and renamed into place only when
+every artifact meets its parity bar; a failed export is moved to ``<out>.failed/`` with a record
+naming the error and the converter logs (only the logs after a full disk or Ctrl-C), never left
+where a good one would be.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import errno
+import json
 import os
 import re
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
 
 from mobiledepth.errors import StageFailed, UserError
-from mobiledepth.io import sha256_file, write_json_atomic, write_text_atomic
+from mobiledepth.io import (apply_umask, atomic_path, check_writable, sha256_file, write_json_atomic,
+                            write_text_atomic)
+from mobiledepth.progress import Progress, ProgressFn, silent
+from mobiledepth.records import new_record
 
 PRECISIONS = ("fp32", "fp16", "int8", "int16x8")
 DEFAULT_PRECISIONS = ("fp32", "fp16")
 ARTIFACT_NAMES = {"onnx": "model.onnx", "fp32": "model_fp32.tflite", "fp16": "model_fp16.tflite",
                   "int8": "model_int8.tflite", "int16x8": "model_int16x8.tflite"}
-ProgressFn = Callable[[str, str, float | None, str], None]
 
 
 @dataclass
@@ -34,6 +39,7 @@ class ExportResult:
     run_dir: Path
     record: dict
     warnings: list[str] = field(default_factory=list)
+    stored: Path | None = None  # the store the record went into (None: not recorded)
 
     @property
     def artifacts(self) -> list[dict]:
@@ -73,13 +79,58 @@ def converter_versions() -> dict[str, str | None]:
     return versions
 
 
+def check_out_dir(out: Path) -> None:
+    """Before any work: ``out`` (and its folder) can be written, else a one-line UserError."""
+    check_writable(out, "--out", folder=True)
+    if out.exists():  # it is replaced by a rename in its parent folder
+        check_writable(out.parent, "--out's folder", folder=True)
+
+
+def _owned_name(out: Path) -> re.Pattern:
+    """Hidden folders a run of ``out`` makes beside it, with the pid of the run that owns them."""
+    return re.compile(rf"^\.{re.escape(out.name)}\.(?:build-(?P<build>\d+)-.*\.tmp|old-(?P<old>\d+))$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def sweep_stale_builds(out: Path) -> list[Path]:
+    """Remove the hidden build folders beside ``out`` whose run is dead (killed, power cut); a
+    previous good export a dead run had moved aside (``.<name>.old-<pid>``) is put back instead
+    when ``out`` is missing. Folders of live runs are left alone. Returns what was removed."""
+    pattern, removed = _owned_name(out), []
+    if not out.parent.is_dir():
+        return removed
+    for path in sorted(out.parent.iterdir()):
+        match = pattern.match(path.name)
+        if not match or _pid_alive(int(match["build"] or match["old"])):
+            continue
+        if match["old"] and not os.path.lexists(out):
+            os.replace(path, out)
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
 def _prepare_out(out: Path) -> Path:
-    """Check the run directory's parent is writable; return a fresh temporary build directory."""
+    """Check the run directory can be written, sweep dead runs' leftovers; return a fresh build directory."""
+    check_out_dir(out)
+    sweep_stale_builds(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)).resolve()
+        build = Path(tempfile.mkdtemp(prefix=f".{out.name}.build-{os.getpid()}-", suffix=".tmp", dir=out.parent))
     except OSError as exc:
         raise UserError(f"cannot write to {out.parent} ({exc.strerror}); choose another --out") from None
+    apply_umask(build)  # mkdtemp makes 0700; the run directory follows the user's umask
+    return build.resolve()
 
 
 def _replace_dir(src: Path, dst: Path) -> None:
@@ -106,43 +157,56 @@ def _tflite_io(path: Path) -> dict:
             "layout": "NHWC" if inp["shape"][-1] == 3 else "NCHW", "ops": ops}
 
 
+class _Stages:
+    """Times each stage, reports it through ``notify`` and remembers the stage that failed."""
+
+    def __init__(self, notify: ProgressFn):
+        self.notify = notify
+        self.timings: dict[str, float] = {}
+        self.failed: str | None = None
+
+    @contextlib.contextmanager
+    def __call__(self, name: str, detail: str = ""):
+        t0 = time.perf_counter()
+        self.notify(Progress(name, "start", detail=detail))
+        try:
+            yield
+        except BaseException as exc:
+            self.timings[name] = round(time.perf_counter() - t0, 3)
+            self.failed = name
+            if not isinstance(exc, UserError):  # a user's mistake gets its one line, not a stage trace
+                self.notify(Progress(name, "failed", seconds=self.timings[name], detail=detail))
+            raise
+        self.timings[name] = round(time.perf_counter() - t0, 3)
+        self.notify(Progress(name, "done", seconds=self.timings[name], detail=detail))
+
+
 def export_model(model: str | None = None, checkpoint: str | os.PathLike | None = None,
                  input_size: tuple[int, int] | None = None,
                  precisions: str | list[str] | tuple[str, ...] = DEFAULT_PRECISIONS,
                  calibration_data: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
                  parity_images: int = 4, calibration_images_count: int = 64,
-                 progress: ProgressFn | None = None, rewrites: bool = True) -> ExportResult:
+                 progress: ProgressFn | None = None, rewrites: bool = True, seed: int = 0,
+                 store=False) -> ExportResult:
     """Export a model to ONNX and TFLite with parity proven against PyTorch; returns the record.
 
     ``rewrites``: apply the exact speed rewrites of ``mobiledepth.export.rewrites`` to the graph
-    (parity is always measured against the unrewritten model)."""
+    (parity is always measured against the unrewritten model). ``seed``: the random weights'
+    seed when there is no checkpoint (the same seed, the same artifacts). ``store``: where the
+    record goes (a path, None for the default store, False for nowhere; checked before any work)."""
     from mobiledepth.sizes import check_input_size
     from mobiledepth.export.source import load_model_source
+    from mobiledepth.store import check_store_choice, record_in_store
 
     chosen = parse_precisions(precisions)
-    notify = progress or (lambda *args: None)
+    stages = _Stages(progress or silent)
     warnings: list[str] = []
-    timings: dict[str, float] = {}
     started = time.perf_counter()
-
-    def stage(name: str, detail: str = ""):
-        class _Stage:
-            def __enter__(self):
-                self.t0 = time.perf_counter()
-                notify(name, "start", None, detail)
-                return self
-
-            def __exit__(self, kind, value, tb):
-                timings[name] = round(time.perf_counter() - self.t0, 3)
-                if kind is None:
-                    notify(name, "done", timings[name], detail)
-                elif not issubclass(kind, UserError):  # a user's mistake gets its one line, not a stage trace
-                    notify(name, "failed", timings[name], detail)
-                return False
-        return _Stage()
-
-    with stage("load", "build the model, load weights, strip heads"):
-        source = load_model_source(model, checkpoint)
+    if out is not None:
+        check_out_dir(Path(out))  # before the model is even built
+    check_store_choice(store)
+    with stages("load", "build the model, load weights, strip heads"):
+        source = load_model_source(model, checkpoint, seed=seed)
         size = check_input_size(*input_size) if input_size else source.default_input_size
     run_dir = Path(out) if out else default_run_dir(source.name, size)
     if calibration_data is not None:
@@ -152,71 +216,133 @@ def export_model(model: str | None = None, checkpoint: str | os.PathLike | None 
     build = _prepare_out(run_dir)
     try:
         record = _build(source, size, chosen, calibration_data, build, parity_images,
-                        calibration_images_count, stage, warnings, rewrites)
+                        calibration_images_count, stages, warnings, rewrites)
+        record["timings_s"] = {**stages.timings, "total": round(time.perf_counter() - started, 3)}
+        record["warnings"] = warnings
+        write_json_atomic(build / "export.json", record)
     except BaseException as exc:
-        failed = run_dir.with_name(run_dir.name + ".failed")
-        if any(build.iterdir()):
-            shutil.rmtree(failed, ignore_errors=True)
-            os.replace(build, failed)
-        else:
-            shutil.rmtree(build, ignore_errors=True)
-        if isinstance(exc, StageFailed) and failed.exists():
-            raise StageFailed(f"{exc}; the artifacts and logs are in {failed}/") from None
-        raise
-    record["timings_s"] = {**timings, "total": round(time.perf_counter() - started, 3)}
-    record["warnings"] = warnings
-    write_json_atomic(build / "export.json", record)
+        summary = {**_record_head(source, size), "precisions": chosen, "failed_stage": stages.failed,
+                   "timings_s": stages.timings, "warnings": warnings}
+        instead = _fail_build(build, run_dir, exc, summary)
+        if instead is None:
+            raise
+        raise instead from None
     _replace_dir(build, run_dir)
-    return ExportResult(run_dir=run_dir, record=record, warnings=warnings)
+    shutil.rmtree(_failed_dir(run_dir), ignore_errors=True)  # an earlier failure of this --out is history now
+    stored = record_in_store(record, store, base_dir=run_dir)
+    return ExportResult(run_dir=run_dir, record=record, warnings=warnings, stored=stored)
+
+
+def _record_head(source, size: tuple[int, int]) -> dict:
+    """The first fields of every export record, a failed one included."""
+    return new_record("export", model={"name": source.name, "source": source.kind, "spec_hash": source.spec_hash,
+                                       "checkpoint": source.checkpoint, "checkpoint_sha256": source.checkpoint_sha256},
+                      random_weights=source.checkpoint is None, seed=source.seed, input_size=list(size))
+
+
+def _failed_dir(run_dir: Path) -> Path:
+    return run_dir.with_name(run_dir.name + ".failed")
+
+
+def _disk_full(exc: BaseException | None, where: Path) -> bool:
+    """The error, or one that caused it, is a full disk or an exhausted quota (a short write
+    with no errno, as numpy raises, counts when ``where`` has less than 1 MiB free)."""
+    from mobiledepth.export.tflite import LOW_SPACE_BYTES
+
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(exc, OSError) and exc.errno is None and shutil.disk_usage(where).free < LOW_SPACE_BYTES:
+            return True
+        if any(text in str(exc) for text in ("No space left on device", "Disk quota exceeded")):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _fail_build(build: Path, run_dir: Path, exc: BaseException, summary: dict) -> BaseException | None:
+    """Move a failed build to ``<out>.failed/`` with an export.json naming the error; after a full
+    disk or Ctrl-C only the logs are kept (no half-written artifacts). Returns the error to raise
+    instead of ``exc`` (None: re-raise ``exc``)."""
+    full = _disk_full(exc, build)
+    if isinstance(exc, UserError) and not full:  # the one line says it all; nothing to inspect
+        shutil.rmtree(build, ignore_errors=True)
+        return None
+    interrupted = isinstance(exc, KeyboardInterrupt)
+    if full or interrupted:
+        _keep_only_logs(build)
+    error = "interrupted" if interrupted else ("no space left on device" if full else str(exc) or type(exc).__name__)
+    if not _write_failure_record(build, summary, error):  # no room even for the record: free some
+        _keep_only_logs(build)
+        _write_failure_record(build, summary, error)
+    failed = _failed_dir(run_dir)
+    shutil.rmtree(failed, ignore_errors=True)
+    os.replace(build, failed)
+    if full:
+        return UserError(f"no space left on device for {run_dir} ({shutil.disk_usage(failed).free // 1024} KiB free); "
+                         f"the partial build was removed (error recorded in {failed}/export.json) — free space "
+                         "or choose another --out")
+    if isinstance(exc, StageFailed):
+        return StageFailed(f"{exc}; the artifacts and logs are in {failed}/")
+    return None
+
+
+def _write_failure_record(build: Path, summary: dict, error: str) -> bool:
+    """export.json of a failed build: the full record where one was written (parity), else the
+    summary; False when it could not be written (a disk still full)."""
+    path = build / "export.json"
+    try:
+        record = json.loads(path.read_text()) if path.exists() else summary
+        record.update(failed=True, error=error, failed_stage=summary["failed_stage"])
+        write_json_atomic(path, record)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _collect_logs(build: Path) -> None:
+    """Keep the converter logs at the top of the build directory, drop its intermediate files."""
+    for log in (build / "convert").glob("*.log"):
+        shutil.move(str(log), build / log.name)
+    shutil.rmtree(build / "convert", ignore_errors=True)
+
+
+def _keep_only_logs(build: Path) -> None:
+    """Remove everything but the logs: what a full disk or an interrupt left may be truncated."""
+    _collect_logs(build)
+    for path in build.iterdir():
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.suffix != ".log":
+            path.unlink(missing_ok=True)
 
 
 def _build(source, size, chosen, calibration_data, build: Path, parity_images: int,
            calibration_count: int, stage, warnings: list[str], rewrites: bool) -> dict:
-    import numpy as np
     import yaml
 
-    from mobiledepth.export.calibration import calibration_images, generated_images
     from mobiledepth.export.onnx_export import export_onnx
     from mobiledepth.export.parity import measure_parity
     from mobiledepth.export.rewrites import phase_split_upsampling
-    from mobiledepth.export.runtimes import OnnxRuntime, TfliteRuntime, TorchRuntime
-    from mobiledepth.export.source import deploy_module
+    from mobiledepth.export.runtimes import OnnxRuntime, TfliteRuntime
     from mobiledepth.export.tflite import convert_with_onnx2tf, quantize
-    from mobiledepth.export.tflite_passes import fold_transposed_concats
 
     with stage("inputs", "parity and calibration images"):
-        if source.checkpoint is None:
-            warnings.append("no --checkpoint: exporting random weights (BatchNorm statistics calibrated on "
-                            "generated scenes) — fine for latency, meaningless for accuracy")
-            if source.kind != "factory":
-                from mobiledepth.arch.init import calibrate_batchnorm
-                import torch
-
-                calibrate_batchnorm(source.model, torch.from_numpy(generated_images(8, size, seed=99)))
-                source.model.eval()
-        count = max(parity_images, calibration_count if any(p in chosen for p in ("int8", "int16x8")) else parity_images)
-        images, image_source = calibration_images(calibration_data, count, size)
-        if calibration_data is None and any(p in chosen for p in ("int8", "int16x8")):
-            warnings.append("int8 calibrated on generated scenes; pass --calibration-data DIR with real photos "
-                            "from your deployment for a faithful quantisation")
-        parity_set = images[np.linspace(0, len(images) - 1, min(parity_images, len(images))).round().astype(int)]
-        deployed = deploy_module(source.model)
-        reference = TorchRuntime(deployed, size)(parity_set)
+        images, image_source, parity_set, deployed, reference = _inputs(
+            source, size, chosen, calibration_data, parity_images, calibration_count, warnings)
 
     artifacts: list[dict] = []
-
-    def finish_tflite(path: Path) -> dict:
-        """Apply the graph passes in place; returns what they did."""
-        data, folded = fold_transposed_concats(path.read_bytes())
-        if folded:
-            path.write_bytes(data)
-        return {"fold_transposed_concats": folded}
 
     def add(path: Path, fmt: str, precision: str, parity: dict, io: dict) -> None:
         artifacts.append({"path": path.name, "format": fmt, "precision": precision, "layout": io["layout"],
                           "input_shape": io["input_shape"], "output_shape": io["output_shape"],
                           "size_bytes": path.stat().st_size, "sha256": sha256_file(path),
                           "parity": parity, **{k: v for k, v in io.items() if k not in ("layout", "input_shape", "output_shape")}})
+
+    def add_tflite(path: Path, precision: str) -> None:
+        passes = _finish_tflite(path)
+        add(path, "tflite", precision, measure_parity(reference, TfliteRuntime(path)(parity_set), precision), _tflite_io(path))
+        artifacts[-1]["graph_passes"] = passes
 
     with stage("onnx", "torch.onnx.export (opset 17) + onnx.checker + ONNX Runtime parity"):
         graph, phase_split = phase_split_upsampling(deployed) if rewrites else (deployed, 0)
@@ -229,51 +355,89 @@ def _build(source, size, chosen, calibration_data, build: Path, parity_images: i
         produced = convert_with_onnx2tf(onnx_path, build / "convert", images)
         for precision in ("fp32", "fp16"):
             if precision in chosen:
-                path = build / ARTIFACT_NAMES[precision]
-                shutil.copyfile(produced[precision], path)
-                passes = finish_tflite(path)
-                add(path, "tflite", precision, measure_parity(reference, TfliteRuntime(path)(parity_set), precision), _tflite_io(path))
-                artifacts[-1]["graph_passes"] = passes
+                shutil.copyfile(produced[precision], build / ARTIFACT_NAMES[precision])
+                add_tflite(build / ARTIFACT_NAMES[precision], precision)
 
     for precision in (p for p in chosen if p in ("int8", "int16x8")):
         with stage(precision, f"post-training quantisation ({precision}), calibrated on {image_source}"):
-            path = quantize(produced["saved_model"], images, precision, build / ARTIFACT_NAMES[precision])
-            passes = finish_tflite(path)
-            add(path, "tflite", precision, measure_parity(reference, TfliteRuntime(path)(parity_set), precision), _tflite_io(path))
-            artifacts[-1]["graph_passes"] = passes
+            add_tflite(quantize(produced["saved_model"], images, precision, build / ARTIFACT_NAMES[precision]), precision)
 
-    # keep the converter logs, drop its intermediate files (SavedModel, duplicates)
-    for log in (build / "convert").glob("*.log"):
-        shutil.move(str(log), build / log.name)
-    shutil.rmtree(build / "convert", ignore_errors=True)
-
-    config = {"model": source.name, "source": source.kind, "checkpoint": source.checkpoint,
+    _collect_logs(build)
+    config = {"model": source.name, "source": source.kind, "checkpoint": source.checkpoint, "seed": source.seed,
               "input_size": list(size), "precisions": chosen, "calibration": image_source,
               "parity_images": len(parity_set), "spec": source.spec}
     write_text_atomic(build / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     from mobiledepth.arch.stats import count_parameters, count_macs
 
-    record = {
-        "kind": "export", "schema": 1, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": {"name": source.name, "source": source.kind, "spec_hash": source.spec_hash,
-                  "params": count_parameters(source.model), "macs": count_macs(deployed, size),
-                  "checkpoint": source.checkpoint, "checkpoint_sha256": source.checkpoint_sha256},
-        "input_size": list(size), "input_range": "RGB float32 in [0, 1] (ImageNet normalisation is inside the model)",
+    record = _record_head(source, size)
+    record["model"].update(params=count_parameters(source.model), macs=count_macs(deployed, size))
+    record.update({
+        "input_range": "RGB float32 in [0, 1] (ImageNet normalisation is inside the model)",
         "calibration": image_source, "artifacts": artifacts, "versions": converter_versions(),
         "graph_rewrites": {"phase_split_upsampling": phase_split},
-    }
-    broken = []
+    })
+    _check_parity(record, source, build, warnings)
+    return record
+
+
+def _inputs(source, size, chosen, calibration_data, parity_images: int, calibration_count: int,
+            warnings: list[str]):
+    """Images (calibration + parity), the deployed module and its PyTorch output on the parity images."""
+    import numpy as np
+
+    from mobiledepth.export.calibration import calibration_images, generated_images
+    from mobiledepth.export.runtimes import TorchRuntime
+    from mobiledepth.export.source import deploy_module
+
+    quantised = any(p in chosen for p in ("int8", "int16x8"))
+    if source.checkpoint is None:
+        warnings.append(f"no --checkpoint: exporting random weights (seed {source.seed}; BatchNorm statistics "
+                        "calibrated on generated scenes) — fine for latency, meaningless for accuracy")
+        if source.kind != "factory":
+            from mobiledepth.arch.init import calibrate_batchnorm
+            import torch
+
+            calibrate_batchnorm(source.model, torch.from_numpy(generated_images(8, size, seed=99)))
+            source.model.eval()
+    count = max(parity_images, calibration_count if quantised else parity_images)
+    images, image_source = calibration_images(calibration_data, count, size)
+    if calibration_data is None and quantised:
+        warnings.append("int8 calibrated on generated scenes; pass --calibration-data DIR with real photos "
+                        "from your deployment for a faithful quantisation")
+    parity_set = images[np.linspace(0, len(images) - 1, min(parity_images, len(images))).round().astype(int)]
+    deployed = deploy_module(source.model)
+    return images, image_source, parity_set, deployed, TorchRuntime(deployed, size)(parity_set)
+
+
+def _finish_tflite(path: Path) -> dict:
+    """Apply the graph passes in place; returns what they did."""
+    from mobiledepth.export.tflite_passes import fold_transposed_concats
+
+    data, folded = fold_transposed_concats(path.read_bytes())
+    if folded:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+    return {"fold_transposed_concats": folded}
+
+
+def _check_parity(record: dict, source, build: Path, warnings: list[str]) -> None:
+    """Fail the export on a broken bar (writing the failed record first); warn on what is only reported."""
+    from mobiledepth.export.parity import parity_warning
+
+    artifacts, broken = record["artifacts"], []
     for art in artifacts:
-        if art["parity"]["passed"] is not False:
-            continue
-        if art["precision"] == "fp16" and source.checkpoint is None:
+        if art["parity"]["passed"] is None:
+            note = parity_warning(art["precision"], art["parity"])
+            if note:
+                warnings.append(f"{art['path']}: {note}")
+        elif art["parity"]["passed"] is False and art["precision"] == "fp16" and source.checkpoint is None:
             art["parity"]["enforced"] = False
             # Untrained weights are ill-conditioned: rounding them to fp16 moves the output far more
             # than it moves a trained model's. The fp32 artifact already proves the converter.
             warnings.append(f"{art['path']}: fp16 weights move these random weights' output by "
                             f"{art['parity']['max_abs_err_rel']:.1e} of its range (ordinal agreement "
                             f"{art['parity']['ordinal_agreement']:.4f}); with --checkpoint this fails the export")
-        else:
+        elif art["parity"]["passed"] is False:
             broken.append(art)
     if broken:
         write_json_atomic(build / "export.json", {**record, "failed": True})
@@ -282,7 +446,6 @@ def _build(source, size, chosen, calibration_data, build: Path, parity_images: i
             f"{worst['path']} breaks parity with PyTorch (max error {worst['parity']['max_abs_err_rel']:.2e} of the output "
             f"range, ordinal agreement {worst['parity']['ordinal_agreement']:.4f}; bar {worst['parity']['bar']}); "
             "nothing was published" + _retry_hint(artifacts, broken))
-    return record
 
 
 def _retry_hint(artifacts: list[dict], broken: list[dict]) -> str:

@@ -3,6 +3,7 @@
 Usage: python -m mobiledepth.export.quantize_worker SAVED_MODEL IMAGES.npy int8|int16x8 OUT.tflite
 """
 
+import os
 import sys
 
 
@@ -28,8 +29,11 @@ def main(saved_model: str, images_path: str, precision: str, out_path: str) -> N
             tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
         converter.inference_input_type = tf.int16
         converter.inference_output_type = tf.int16
-    with open(out_path, "wb") as handle:
-        handle.write(converter.convert())
+    model = converter.convert()
+    partial = out_path + ".part"  # a crash or a full disk never leaves a truncated model under the real name
+    with open(partial, "wb") as handle:
+        handle.write(model)
+    os.replace(partial, out_path)
 
 
 if __name__ == "__main__":

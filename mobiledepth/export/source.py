@@ -15,7 +15,6 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from mobiledepth.errors import UserError
 from mobiledepth.io import sha256_file, sha256_json
@@ -35,6 +34,7 @@ class ModelSource:
     default_input_size: tuple[int, int] = (256, 256)
     checkpoint: str | None = None
     checkpoint_sha256: str | None = None
+    seed: int | None = None             # the seed of the random weights (None: weights from a checkpoint)
     notes: list[str] = field(default_factory=list)
 
 
@@ -69,17 +69,21 @@ def architecture_fingerprint(model) -> str:
     return sha256_json([(k, list(v.shape)) for k, v in model.state_dict().items()])
 
 
-def load_model_source(ref: str | dict | None = None, checkpoint: str | os.PathLike | None = None) -> ModelSource:
+def load_model_source(ref: str | dict | None = None, checkpoint: str | os.PathLike | None = None,
+                      seed: int = 0) -> ModelSource:
     """Build the model behind ``ref`` (default: the checkpoint's spec, else the paper's), load ``checkpoint``,
-    strip the training-only heads and switch to eval mode."""
+    strip the training-only heads and switch to eval mode. Without a checkpoint the random weights
+    come from ``seed`` (a factory is called with torch's RNG seeded), so the same export is the same bytes."""
     from mobiledepth.arch.checkpoint import load_state_dict_strict, read_checkpoint
-    from mobiledepth.arch.spec import DEFAULT_MODEL, build_model, resolve_spec, spec_hash
+    from mobiledepth.arch.spec import DEFAULT_MODEL, build_model, resolve_spec, spec_from_record, spec_hash
 
     ckpt_data = read_checkpoint(checkpoint) if checkpoint else None
-    if ref is None:  # a checkpoint knows its spec; otherwise the paper's model
-        ref = (ckpt_data or {}).get("spec") or DEFAULT_MODEL
+    if ref is None:  # a checkpoint knows its spec (data only, never a factory); otherwise the paper's model
+        stored = (ckpt_data or {}).get("spec")
+        ref = spec_from_record(stored, f"checkpoint {checkpoint}") if stored is not None else DEFAULT_MODEL
+    seed_used = None if ckpt_data is not None else int(seed)
     if isinstance(ref, str) and is_factory_ref(ref):
-        model = load_factory(ref)
+        model = _seeded(load_factory, seed_used, ref)
         if hasattr(model, "strip_heads"):
             model.strip_heads()
         spec, kind, name = None, "factory", ref
@@ -88,7 +92,7 @@ def load_model_source(ref: str | dict | None = None, checkpoint: str | os.PathLi
         spec = resolve_spec(ref)
         kind = "yaml" if str(ref).endswith((".yaml", ".yml")) else ("spec" if isinstance(ref, dict) else "zoo")
         name = spec["name"]
-        model = build_model(spec, with_heads=False)
+        model = build_model(spec, with_heads=False, seed=seed_used)
         trained_size = ((ckpt_data or {}).get("meta") or {}).get("input_size")
         default_size = tuple(spec.get("input_size") or trained_size or (256, 256))
     if ckpt_data is not None:
@@ -99,8 +103,19 @@ def load_model_source(ref: str | dict | None = None, checkpoint: str | os.PathLi
         model=model, name=name, kind=kind, spec=spec, spec_hash=fingerprint,
         default_input_size=default_size,
         checkpoint=str(checkpoint) if checkpoint else None,
-        checkpoint_sha256=sha256_file(checkpoint) if checkpoint else None,
+        checkpoint_sha256=sha256_file(checkpoint) if checkpoint else None, seed=seed_used,
     )
+
+
+def _seeded(make, seed: int | None, *args):
+    """``make(*args)`` with torch's global RNG seeded (and restored afterwards); unseeded for None."""
+    if seed is None:
+        return make(*args)
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return make(*args)
 
 
 def deploy_module(model):

@@ -1,26 +1,31 @@
 """ONNX → TFLite: fp32 and fp16 from one onnx2tf conversion, int8 / int16x8 from its
 SavedModel through TensorFlow's own post-training quantiser.
 
-Both run in child processes: TensorFlow never loads into the caller, a converter crash
-cannot take the caller down, and the full converter log is kept beside the artifacts.
+Both run in guarded child processes (``mobiledepth.child``): TensorFlow never loads into the
+caller, a converter crash cannot take the caller down, the converter dies with the caller
+(even on ``kill -9``), and the full converter log is kept beside the artifacts.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from mobiledepth.child import run_child
 from mobiledepth.errors import StageFailed, UserError
 
 # onnx2tf reads this file from its working directory for every conversion of a 3-channel
 # image input, and downloads it from the internet when it is missing (offline: a crash).
 ONNX2TF_SAMPLE_NAME = "calibration_image_sample_data_20x128x128x3_float32.npy"
 QUANTIZED_PRECISIONS = ("int8", "int16x8")
+# A converter that fails with less than this free beside its output ran out of disk (its log may
+# not even hold the reason: it could not be written).
+LOW_SPACE_BYTES = 1 << 20
 
 
 def _tool_env() -> dict:
@@ -44,6 +49,13 @@ def _last_error(log: Path) -> str:
     lines = [l.strip() for l in log.read_text(errors="replace").splitlines() if l.strip()]
     errors = [l for l in lines if "error" in l.lower() or "exception" in l.lower()]
     return (errors or lines or ["no output"])[-1][:200]
+
+
+def _child_failure(what: str, code: int, log: Path) -> Exception:
+    """The error for a converter that exited ``code``: ENOSPC when the disk is (nearly) full."""
+    if shutil.disk_usage(log.parent).free < LOW_SPACE_BYTES:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(log.parent))
+    return StageFailed(f"{what} failed (exit {code}): {_last_error(log)}; see {log.name}")
 
 
 def write_onnx2tf_sample(work_dir: Path, images_nchw: np.ndarray) -> Path:
@@ -70,17 +82,12 @@ def convert_with_onnx2tf(onnx_path: Path, work_dir: Path, images_nchw: np.ndarra
     onnx_copy = work_dir / onnx_path.name
     shutil.copyfile(onnx_path, onnx_copy)
     command = _onnx2tf_command() + ["-i", onnx_copy.name, "-o", str(out_dir)]
-    with open(log, "w") as handle:
-        try:
-            proc = subprocess.run(command, cwd=work_dir, stdout=handle, stderr=subprocess.STDOUT,
-                                  env=_tool_env(), timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            raise StageFailed(f"onnx2tf did not finish in {timeout_s:.0f} s; see {log.name}") from None
+    code = run_child(command, log, timeout_s, "onnx2tf", cwd=work_dir, env=_tool_env())
     stem = onnx_path.stem
     produced = {"fp32": out_dir / f"{stem}_float32.tflite", "fp16": out_dir / f"{stem}_float16.tflite",
                 "saved_model": out_dir}
-    if proc.returncode != 0 or not produced["fp32"].exists():
-        raise StageFailed(f"onnx2tf failed (exit {proc.returncode}): {_last_error(log)}; see {log.name}")
+    if code != 0 or not produced["fp32"].exists():
+        raise _child_failure("onnx2tf", code, log)
     return produced
 
 
@@ -95,13 +102,11 @@ def quantize(saved_model: Path, images_nchw: np.ndarray, precision: str, out_pat
     log = out_path.with_suffix(".log")
     command = [sys.executable, "-m", "mobiledepth.export.quantize_worker", str(saved_model),
                str(images_path), precision, str(out_path)]
-    with open(log, "w") as handle:
-        try:
-            proc = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=_tool_env(),
-                                  timeout=timeout_s, cwd=Path(__file__).resolve().parents[2])
-        except subprocess.TimeoutExpired:
-            raise StageFailed(f"{precision} quantisation did not finish in {timeout_s:.0f} s; see {log.name}") from None
-    images_path.unlink(missing_ok=True)
-    if proc.returncode != 0 or not out_path.exists():
-        raise StageFailed(f"{precision} quantisation failed (exit {proc.returncode}): {_last_error(log)}; see {log.name}")
+    try:
+        code = run_child(command, log, timeout_s, f"{precision} quantisation", env=_tool_env(),
+                         cwd=Path(__file__).resolve().parents[2])
+    finally:
+        images_path.unlink(missing_ok=True)
+    if code != 0 or not out_path.exists():
+        raise _child_failure(f"{precision} quantisation", code, log)
     return out_path

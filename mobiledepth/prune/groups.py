@@ -7,6 +7,8 @@ width. Variables that must stay equal (a residual add between the stem and stage
 whose expanded width equals its input) are merged into one *channel group*; a group is what
 NetAdapt shrinks, all members at once.
 
+The widths, residual adds, expand convs, skip concatenations and parameter prefixes come from
+the network plan (:func:`mobiledepth.arch.plan.network_plan`); this module only names them.
 ``tensor_layout`` says, for every weight tensor of the model, which width variable each
 stretch of each axis belongs to (a decoder expand conv's input axis is ``[previous decoder
 stage, skip tap]`` because of the concatenation); the surgery slices along it.
@@ -17,9 +19,11 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
+from mobiledepth.arch.plan import Conv, NetworkPlan, mobilenetv2_table, network_plan
 from mobiledepth.errors import UserError
 
 Segments = list[tuple[str | None, int]]  # (width variable or None for a fixed stretch, size)
+STEM = "enc.stem"
 
 
 @dataclass
@@ -33,6 +37,24 @@ class ChannelGroup:
     prunable: bool = True
 
 
+@dataclass(frozen=True)
+class PlanVariables:
+    """A network plan with its width variables: per encoder block (input, hidden, output) and per
+    decoder stage (its input segments, hidden, output)."""
+
+    plan: NetworkPlan
+    encoder: list[tuple[str, str, str]]
+    decoder_inputs: list[Segments]
+
+    @staticmethod
+    def decoder_hidden(index: int) -> str:
+        return f"dec.stage{index}.hidden"
+
+    @staticmethod
+    def decoder_out(index: int) -> str:
+        return f"dec.stage{index}.out"
+
+
 def check_prunable_spec(spec: dict) -> None:
     """Only MobileNetV2 + FBNet specs have channel groups here."""
     arch = spec["architecture"]
@@ -41,87 +63,46 @@ def check_prunable_spec(spec: dict) -> None:
                         "pruning supports MobileNetV2 + FBNet specs (e.g. mdepth-mnv2-fbnet, mdepth-tiny)")
 
 
-def _blocks(spec: dict) -> list[dict]:
-    from mobiledepth.arch.encoders import MOBILENETV2_STAGES, mobilenetv2_blocks
-
-    enc = spec["architecture"]["encoder"]
-    return mobilenetv2_blocks(enc.get("stem", 32), enc.get("stages") or MOBILENETV2_STAGES, enc.get("hidden"))
-
-
-def _tap_stages(spec: dict) -> list[int]:
-    from mobiledepth.arch.encoders import MOBILENETV2_STAGES, tap_stage_indices
-
-    stages = spec["architecture"]["encoder"].get("stages") or MOBILENETV2_STAGES
-    return tap_stage_indices([s for _, _, _, s in stages])
-
-
 def _stage_var(stage: int) -> str:
     return f"enc.stage{stage}"
 
 
-def _block_vars(spec: dict) -> list[dict]:
-    """Per encoder block: the variables of its input, expanded and output widths, and its structure."""
-    blocks = _blocks(spec)
-    out = []
-    for index, block in enumerate(blocks):
-        cin_var = "enc.stem" if index == 0 else _stage_var(blocks[index - 1]["stage"])
-        has_expand = block["hidden"] != block["cin"]
-        out.append({
-            **block,
-            "index": index,
-            "cin_var": cin_var,
-            "hidden_var": f"enc.block{index}.hidden" if has_expand else cin_var,
-            "cout_var": _stage_var(block["stage"]),
-            "has_expand": has_expand,
-            "residual": block["stride"] == 1 and block["cin"] == block["cout"],
-        })
-    return out
-
-
-def _decoder_stages(spec: dict) -> list[dict]:
-    """Per decoder stage: input segments (after the concat), hidden/out variables and widths."""
-    taps = _tap_stages(spec)
-    blocks = _blocks(spec)
-    tap_width = {s: next(b["cout"] for b in blocks if b["stage"] == s) for s in taps}
-    skips = list(reversed(taps[:-1]))
-    stages = spec["architecture"]["decoder"]["stages"]
-    cin_segments: Segments = [(_stage_var(taps[-1]), tap_width[taps[-1]])]
-    out = []
-    for index, stage in enumerate(stages):
-        cin = sum(size for _, size in cin_segments)
-        hidden = int(stage.get("hidden") or round(cin * stage.get("expansion", 6)))
-        upsample = index < 4
-        out.append({
-            "index": index, "cin_segments": list(cin_segments), "cin": cin, "hidden": hidden,
-            "out": int(stage["out"]), "kernel": int(stage.get("kernel", 3)), "groups": int(stage.get("groups", 1)),
-            "upsample": upsample, "hidden_var": f"dec.stage{index}.hidden", "out_var": f"dec.stage{index}.out",
-            "residual": (not upsample) and cin == int(stage["out"]),
-        })
-        cin_segments = [(f"dec.stage{index}.out", int(stage["out"]))]
-        if upsample:
-            cin_segments.append((_stage_var(skips[index]), tap_width[skips[index]]))
-    return out
+def plan_variables(spec: dict, input_size: tuple[int, int] | None = None) -> PlanVariables:
+    """The plan of a prunable spec and the width variable of every width in it."""
+    check_prunable_spec(spec)
+    plan = network_plan(spec, input_size)
+    producer = {plan.encoder.stem.prefix.rsplit(".", 1)[0]: STEM}
+    encoder, previous = [], STEM
+    for block in plan.encoder.blocks:
+        cout = _stage_var(block.stage)
+        encoder.append((previous, f"enc.block{block.index}.hidden" if block.has_expand else previous, cout))
+        producer[block.prefix] = previous = cout
+    decoder_inputs = []
+    for stage in plan.decoder.stages:
+        decoder_inputs.append([(producer[source], width) for source, width in stage.inputs])
+        producer[stage.prefix] = PlanVariables.decoder_out(stage.index)
+    return PlanVariables(plan, encoder, decoder_inputs)
 
 
 def width_variables(spec: dict) -> dict[str, int]:
-    """Every width variable of the spec and its current value."""
-    check_prunable_spec(spec)
-    enc = spec["architecture"]["encoder"]
-    widths = {"enc.stem": int(enc.get("stem", 32))}
-    for block in _block_vars(spec):
-        widths[block["cout_var"]] = block["cout"]
-        widths[block["hidden_var"]] = block["hidden"]
-    for stage in _decoder_stages(spec):
-        widths[stage["hidden_var"]] = stage["hidden"]
-        widths[stage["out_var"]] = stage["out"]
+    """Every width variable of the spec and its current value (in network order)."""
+    pv = plan_variables(spec)
+    widths = {STEM: pv.plan.encoder.stem.cout}
+    for block, (_, hidden_var, cout_var) in zip(pv.plan.encoder.blocks, pv.encoder):
+        widths[cout_var] = block.cout
+        widths[hidden_var] = block.hidden
+    for stage in pv.plan.decoder.stages:
+        widths[pv.decoder_hidden(stage.index)] = stage.hidden
+        widths[pv.decoder_out(stage.index)] = stage.cout
     return widths
 
 
 def structure(spec: dict) -> tuple:
     """What must not change when widths change: residual adds and expand convs (they are
     decided by width equality in the model code, so a cut could silently add or drop one)."""
-    enc = tuple((b["has_expand"], b["residual"]) for b in _block_vars(spec))
-    dec = tuple(s["residual"] for s in _decoder_stages(spec))
+    plan = network_plan(spec)
+    enc = tuple((b.has_expand, b.residual) for b in plan.encoder.blocks)
+    dec = tuple(s.residual for s in plan.decoder.stages)
     return enc, dec
 
 
@@ -138,22 +119,14 @@ def apply_widths(spec: dict, widths: dict[str, int]) -> dict:
     new = copy.deepcopy(spec)
     arch = new["architecture"]
     enc = arch["encoder"]
-    blocks = _block_vars(spec)
-    enc["stem"] = merged["enc.stem"]
-    enc["stages"] = [[t, merged[_stage_var(i)], n, s] for i, (t, _, n, s) in enumerate(enc.get("stages") or _default_stages())]
-    enc["hidden"] = [merged[b["hidden_var"]] if b["has_expand"] else
-                     (merged["enc.stem"] if b["index"] == 0 else merged[_stage_var(blocks[b["index"] - 1]["stage"])])
-                     for b in blocks]
-    for stage, raw in zip(_decoder_stages(spec), arch["decoder"]["stages"]):
-        raw["out"] = merged[stage["out_var"]]
-        raw["hidden"] = merged[stage["hidden_var"]]
+    pv = plan_variables(spec)
+    enc["stem"] = merged[STEM]
+    enc["stages"] = [[t, merged[_stage_var(i)], n, s] for i, (t, _, n, s) in enumerate(mobilenetv2_table(enc))]
+    enc["hidden"] = [merged[hidden_var] for _, hidden_var, _ in pv.encoder]
+    for stage, raw in zip(pv.plan.decoder.stages, arch["decoder"]["stages"]):
+        raw["out"] = merged[pv.decoder_out(stage.index)]
+        raw["hidden"] = merged[pv.decoder_hidden(stage.index)]
     return new
-
-
-def _default_stages():
-    from mobiledepth.arch.encoders import MOBILENETV2_STAGES
-
-    return MOBILENETV2_STAGES
 
 
 class _Union:
@@ -172,6 +145,28 @@ class _Union:
             self.parent[rb] = ra
 
 
+def _members(pv: PlanVariables, union: _Union, members: dict[str, list[str]]) -> set[str]:
+    """Fill ``members`` (variable -> layers it touches), tie residual adds in ``union``; return the
+    variables a grouped convolution reads or writes (they cannot be cut)."""
+    members[STEM].append("stem conv")
+    for b, (cin_var, hidden_var, cout_var) in zip(pv.plan.encoder.blocks, pv.encoder):
+        if b.residual and cin_var != cout_var:
+            union.union(cin_var, cout_var)
+        members[hidden_var].append(f"block {b.index} expand/depthwise" if b.has_expand else f"block {b.index} depthwise")
+        members[cout_var].append(f"block {b.index} project" + (" + residual add" if b.residual else ""))
+    encoder = pv.plan.encoder
+    for stage in sorted({encoder.tap_block(t).stage for t in range(len(encoder.tap_indices))}):
+        members[_stage_var(stage)].append("skip tap into the decoder")
+    frozen: set[str] = set()
+    for s, inputs in zip(pv.plan.decoder.stages, pv.decoder_inputs):
+        hidden_var, out_var = pv.decoder_hidden(s.index), pv.decoder_out(s.index)
+        members[hidden_var].append(f"decoder stage {s.index + 1} expand/depthwise")
+        members[out_var].append(f"decoder stage {s.index + 1} project" + (" + concat" if s.upsample else ""))
+        if s.groups > 1:
+            frozen.update([hidden_var, out_var, *(v for v, _ in inputs)])
+    return frozen
+
+
 def channel_groups(spec: dict) -> list[ChannelGroup]:
     """The channel groups of a spec, in network order; tied variables are merged.
 
@@ -179,25 +174,7 @@ def channel_groups(spec: dict) -> list[ChannelGroup]:
     widths = width_variables(spec)
     union = _Union(widths)
     members: dict[str, list[str]] = {name: [] for name in widths}
-    members["enc.stem"].append("stem conv")
-    taps = set(_tap_stages(spec))
-    for b in _block_vars(spec):
-        i = b["index"]
-        if b["residual"] and b["cin_var"] != b["cout_var"]:
-            union.union(b["cin_var"], b["cout_var"])
-        if b["has_expand"]:
-            members[b["hidden_var"]].append(f"block {i} expand/depthwise")
-        else:
-            members[b["cin_var"]].append(f"block {i} depthwise")
-        members[b["cout_var"]].append(f"block {i} project" + (" + residual add" if b["residual"] else ""))
-    for stage in taps:
-        members[_stage_var(stage)].append("skip tap into the decoder")
-    frozen: set[str] = set()
-    for s in _decoder_stages(spec):
-        members[s["hidden_var"]].append(f"decoder stage {s['index'] + 1} expand/depthwise")
-        members[s["out_var"]].append(f"decoder stage {s['index'] + 1} project" + (" + concat" if s["upsample"] else ""))
-        if s["groups"] > 1:
-            frozen.update([s["hidden_var"], s["out_var"], *(v for v, _ in s["cin_segments"])])
+    frozen = _members(plan_variables(spec), union, members)
     groups: dict[str, ChannelGroup] = {}
     for name in widths:  # dict order = network order
         root = union.find(name)
@@ -224,23 +201,15 @@ def set_group_widths(spec: dict, widths: dict[str, int]) -> dict:
 
 
 # ----------------------------------------------------------------------------- weight layout
-def _conv_bn(layout: dict, prefix: str, out_seg: Segments, in_seg: Segments, depthwise: bool = False) -> None:
-    """A ConvBNReLU at ``prefix`` (``.0`` conv, ``.1`` BatchNorm)."""
-    _conv(layout, f"{prefix}.0", out_seg, in_seg, depthwise)
-    _bn(layout, f"{prefix}.1", out_seg)
-
-
-def _conv(layout: dict, prefix: str, out_seg: Segments, in_seg: Segments, depthwise: bool = False,
-          bias: bool = False) -> None:
-    layout[f"{prefix}.weight"] = {"axes": {0: out_seg, 1: [(None, 1)] if depthwise else in_seg},
-                                  "producer": not depthwise}
-    if bias:
-        layout[f"{prefix}.bias"] = {"axes": {0: out_seg}, "producer": False}
-
-
-def _bn(layout: dict, prefix: str, seg: Segments) -> None:
-    for name in ("weight", "bias", "running_mean", "running_var"):
-        layout[f"{prefix}.{name}"] = {"axes": {0: seg}, "producer": False}
+def _conv_layout(layout: dict, conv: Conv, out_seg: Segments, in_seg: Segments) -> None:
+    """The weight (+ bias, + BatchNorm) tensors of one planned convolution."""
+    layout[f"{conv.prefix}.weight"] = {"axes": {0: out_seg, 1: [(None, 1)] if conv.depthwise else in_seg},
+                                       "producer": not conv.depthwise}
+    if conv.bias:
+        layout[f"{conv.prefix}.bias"] = {"axes": {0: out_seg}, "producer": False}
+    if conv.bn:
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            layout[f"{conv.bn}.{name}"] = {"axes": {0: out_seg}, "producer": False}
 
 
 def tensor_layout(spec: dict) -> dict[str, dict]:
@@ -248,30 +217,24 @@ def tensor_layout(spec: dict) -> dict[str, dict]:
 
     ``producer`` marks the (non-depthwise) convolutions whose output filters are ranked by
     L2 norm when their channels are cut."""
-    enc = spec["architecture"]["encoder"]
-    stem = int(enc.get("stem", 32))
+    pv = plan_variables(spec)
+    plan = pv.plan
     layout: dict[str, dict] = {}
-    _conv_bn(layout, "encoder.features.0", [("enc.stem", stem)], [(None, 3)])
-    for b in _block_vars(spec):
-        p = f"encoder.features.{b['index'] + 1}.conv"
-        cin, hidden, cout = [(b["cin_var"], b["cin"])], [(b["hidden_var"], b["hidden"])], [(b["cout_var"], b["cout"])]
-        j = 0
-        if b["has_expand"]:
-            _conv_bn(layout, f"{p}.0", hidden, cin)
-            j = 1
-        _conv_bn(layout, f"{p}.{j}", hidden, hidden, depthwise=True)
-        _conv(layout, f"{p}.{j + 1}", cout, hidden)
-        _bn(layout, f"{p}.{j + 2}", cout)
-    stages = _decoder_stages(spec)
-    for s in stages:
-        p = f"decoder.stages.{s['index']}"
-        hidden, out = [(s["hidden_var"], s["hidden"])], [(s["out_var"], s["out"])]
-        _conv_bn(layout, f"{p}.expand", hidden, s["cin_segments"])
-        _conv_bn(layout, f"{p}.depthwise", hidden, hidden, depthwise=True)
-        _conv_bn(layout, f"{p}.project", out, hidden)
-    last = stages[-1]
-    _conv(layout, "decoder.predict", [(None, 1)], [(last["out_var"], last["out"])], bias=True)
-    for k, stage in enumerate(spec["architecture"].get("heads") or []):
-        s = stages[int(stage) - 1]
-        _conv(layout, f"heads.{k}", [(None, 1)], [(s["out_var"], s["out"])], bias=True)
+    _conv_layout(layout, plan.encoder.stem, [(STEM, plan.encoder.stem.cout)], [(None, 3)])
+    for b, (cin_var, hidden_var, cout_var) in zip(plan.encoder.blocks, pv.encoder):
+        cin, hidden, cout = [(cin_var, b.cin)], [(hidden_var, b.hidden)], [(cout_var, b.cout)]
+        if b.expand is not None:
+            _conv_layout(layout, b.expand, hidden, cin)
+        _conv_layout(layout, b.depthwise, hidden, hidden)
+        _conv_layout(layout, b.project, cout, hidden)
+    outputs = []
+    for s, inputs in zip(plan.decoder.stages, pv.decoder_inputs):
+        hidden, out = [(pv.decoder_hidden(s.index), s.hidden)], [(pv.decoder_out(s.index), s.cout)]
+        _conv_layout(layout, s.expand, hidden, inputs)
+        _conv_layout(layout, s.depthwise, hidden, hidden)
+        _conv_layout(layout, s.project, out, hidden)
+        outputs.append(out)
+    _conv_layout(layout, plan.decoder.predict, [(None, 1)], outputs[-1])
+    for head, stage in zip(plan.heads, plan.head_stages):
+        _conv_layout(layout, head, [(None, 1)], outputs[stage - 1])
     return layout

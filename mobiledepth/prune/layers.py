@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mobiledepth.export.phases import PHASES, phase_radius
-from mobiledepth.prune.groups import _block_vars, _decoder_stages, check_prunable_spec
+from mobiledepth.arch.plan import Conv, EncoderPlan, IRFPlan, NetworkPlan, network_plan
+from mobiledepth.prune.groups import check_prunable_spec
 
 OPS = ("normalize", "conv", "dwconv", "add", "concat", "phase_merge", "resize_bilinear", "null")
 
@@ -61,39 +62,57 @@ class Layer:
 NULL_LAYER = Layer("null", 1, 1, (8,), (False,))  # one tiny ADD: the per-invoke overhead
 
 
+def _conv_layer(conv: Conv, size: tuple[int, int], variable: tuple[bool, bool] = (True, True)) -> Layer:
+    """A planned full / 1x1 convolution (BatchNorm folded, activation fused) at input ``size``."""
+    return Layer("conv", *size, (conv.cin, conv.cout), variable, kernel=conv.kernel, stride=conv.stride, act=conv.act)
+
+
+def _dw_layer(conv: Conv, size: tuple[int, int], kernel: int | None = None, stride: int | None = None) -> Layer:
+    """A depthwise convolution (by default the planned kernel and stride)."""
+    return Layer("dwconv", *size, (conv.cout,), (True,), kernel=kernel or conv.kernel, stride=stride or conv.stride,
+                 act=conv.act)
+
+
+def _encoder_layers(encoder: EncoderPlan, input_size: tuple[int, int]) -> list[Layer]:
+    layers = [Layer("normalize", *input_size, (3,), (False,)), _conv_layer(encoder.stem, input_size, (False, True))]
+    for b in encoder.blocks:
+        if b.expand is not None:
+            layers.append(_conv_layer(b.expand, b.size))
+        layers.append(_dw_layer(b.depthwise, b.size))
+        layers.append(_conv_layer(b.project, b.out_size))
+        if b.residual:
+            layers.append(Layer("add", *b.out_size, (b.cout,), (True,)))
+    return layers
+
+
+def _decoder_stage_layers(s: IRFPlan) -> list[Layer]:
+    layers = [_conv_layer(s.expand, s.size)]
+    if s.upsample:  # the export's phase-split form (mobiledepth.export.rewrites)
+        phase_kernel = 2 * phase_radius(s.kernel) + 1
+        layers += [_dw_layer(s.depthwise, s.size, kernel=phase_kernel)] * len(PHASES)
+        layers += [_conv_layer(s.project, s.size)] * len(PHASES)
+        layers.append(Layer("phase_merge", *s.size, (s.cout,), (True,)))
+    else:
+        layers += [_dw_layer(s.depthwise, s.size), _conv_layer(s.project, s.size)]
+    if s.residual:
+        layers.append(Layer("add", *s.out_size, (s.cout,), (True,)))
+    if s.upsample:
+        layers.append(Layer("concat", *s.out_size, (s.cout, s.skip), (True, True)))
+    return layers
+
+
+def plan_layers(plan: NetworkPlan) -> list[Layer]:
+    """The latency-relevant layers of a MobileNetV2 + FBNet plan, in network order."""
+    layers = _encoder_layers(plan.encoder, plan.input_size)
+    for stage in plan.decoder.stages:
+        layers += _decoder_stage_layers(stage)
+    size = plan.decoder.stages[-1].out_size
+    layers.append(_conv_layer(plan.decoder.predict, size, (True, False)))
+    layers.append(Layer("resize_bilinear", *size, (1,), (False,)))
+    return layers
+
+
 def network_layers(spec: dict, input_size: tuple[int, int]) -> list[Layer]:
     """The latency-relevant layers of ``spec`` at ``input_size`` (H, W), in network order."""
     check_prunable_spec(spec)
-    h, w = int(input_size[0]), int(input_size[1])
-    stem = int(spec["architecture"]["encoder"].get("stem", 32))
-    layers = [Layer("normalize", h, w, (3,), (False,)),
-              Layer("conv", h, w, (3, stem), (False, True), kernel=3, stride=2, act="relu6")]
-    h, w = h // 2, w // 2
-    for b in _block_vars(spec):
-        if b["has_expand"]:
-            layers.append(Layer("conv", h, w, (b["cin"], b["hidden"]), (True, True), act="relu6"))
-        layers.append(Layer("dwconv", h, w, (b["hidden"],), (True,), kernel=3, stride=b["stride"], act="relu6"))
-        h, w = h // b["stride"], w // b["stride"]
-        layers.append(Layer("conv", h, w, (b["hidden"], b["cout"]), (True, True)))
-        if b["residual"]:
-            layers.append(Layer("add", h, w, (b["cout"],), (True,)))
-    stages = _decoder_stages(spec)
-    for s in stages:
-        layers.append(Layer("conv", h, w, (s["cin"], s["hidden"]), (True, True), act="relu"))
-        if s["upsample"]:  # the export's phase-split form (mobiledepth.export.rewrites)
-            phase_kernel = 2 * phase_radius(s["kernel"]) + 1
-            layers += [Layer("dwconv", h, w, (s["hidden"],), (True,), kernel=phase_kernel, act="relu")] * len(PHASES)
-            layers += [Layer("conv", h, w, (s["hidden"], s["out"]), (True, True))] * len(PHASES)
-            layers.append(Layer("phase_merge", h, w, (s["out"],), (True,)))
-            h, w = h * 2, w * 2
-        else:
-            layers.append(Layer("dwconv", h, w, (s["hidden"],), (True,), kernel=s["kernel"], act="relu"))
-            layers.append(Layer("conv", h, w, (s["hidden"], s["out"]), (True, True)))
-        if s["residual"]:
-            layers.append(Layer("add", h, w, (s["out"],), (True,)))
-        if s["upsample"]:
-            skip = s["index"] + 1 < len(stages) and stages[s["index"] + 1]["cin_segments"][1][1]
-            layers.append(Layer("concat", h, w, (s["out"], int(skip)), (True, True)))
-    layers.append(Layer("conv", h, w, (stages[-1]["out"], 1), (True, False)))
-    layers.append(Layer("resize_bilinear", h, w, (1,), (False,)))
-    return layers
+    return plan_layers(network_plan(spec, input_size))

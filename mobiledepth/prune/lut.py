@@ -23,22 +23,20 @@ import itertools
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 from mobiledepth.errors import MobileDepthError, StageFailed, UserError
 from mobiledepth.io import sha256_json, write_json_atomic
+from mobiledepth.records import new_record
+from mobiledepth.progress import Progress, ProgressFn
 from mobiledepth.prune.layers import NULL_LAYER, Layer, network_layers
 
 LUT_FORMAT = "mobiledepth-lut/1"
 CACHE_FORMAT = "mobiledepth-lut-cache/1"
-ProgressFn = Callable[[str, int, int], None]  # (phase, done, total)
 STATISTICS = ("median", "p5", "min")
 
 
@@ -54,11 +52,9 @@ def statistic_of(samples: list[float], name: str = "median") -> float:
         raise UserError("no timed samples to summarise; re-measure")
     if name == "min":
         return values[0]
-    q = 0.5 if name == "median" else 0.05
-    pos = q * (len(values) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (pos - lo)
+    from android_bench.result import percentile
+
+    return percentile(values, 50 if name == "median" else 5)
 
 
 # ----------------------------------------------------------------------------- grid
@@ -222,14 +218,18 @@ def default_cache_dir() -> Path:
 
 
 def runtime_identity(device: str, delegate: str, threads: int) -> dict:
-    """What a measurement depends on besides the layer: device, delegate, threads, runtime version."""
-    if device.lower() == "host":
-        from android_bench.host import check_host_delegate, litert_version
+    """What a measurement depends on besides the layer: device, delegate, threads, runtime version.
 
-        try:
-            check_host_delegate(delegate)
-        except Exception as exc:  # BenchUserError
-            raise UserError(str(exc)) from None
+    A device/delegate pair its profile cannot run is refused here, before any work."""
+    from android_bench.profiles import check_device_delegate
+
+    try:
+        check_device_delegate(device, delegate)
+    except Exception as exc:  # BenchUserError: unknown device, or a delegate it lacks
+        raise UserError(str(exc)) from None
+    if device.lower() == "host":
+        from android_bench.host import litert_version
+
         return {"device": "host", "delegate": delegate, "threads": threads, "runtime": f"ai-edge-litert {litert_version()}"}
     from android_bench.runner import resolve_binary
     from android_bench.adb import sha256_of
@@ -269,37 +269,35 @@ def time_models(paths: list[Path], device: str, delegate: str, threads: int, run
         raise (UserError if getattr(exc, "exit_code", 1) == 2 else MobileDepthError)(str(exc)) from None
 
 
-def _convert(jobs: list[dict], out_dir: Path, progress: ProgressFn | None) -> tuple[float, list[str]]:
-    """Build the single-layer TFLite models in one TensorFlow child process; returns (seconds, failures)."""
+def _convert(jobs: list[dict], out_dir: Path, progress: ProgressFn | None,
+             timeout_s: float | None = None) -> tuple[float, list[str]]:
+    """Build the single-layer TFLite models in one guarded TensorFlow child process (``mobiledepth.child``:
+    it dies with this process, and past ``timeout_s``, default 10 min + 10 s a job); returns (seconds, failures)."""
+    from mobiledepth.child import run_child
+
     if not jobs:
         return 0.0, []
     jobs_file = out_dir / "jobs.json"
     jobs_file.write_text(json.dumps(jobs))
     start = time.perf_counter()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    log = open(out_dir / "builder.log", "w+")  # TF is chatty: a pipe would fill up and block the child
-    proc = subprocess.Popen([sys.executable, "-m", "mobiledepth.prune.layer_models", str(jobs_file), str(out_dir)],
-                            stdout=subprocess.PIPE, stderr=log, text=True, env=env,
-                            cwd=str(Path(__file__).resolve().parents[2]))
-    done, failures = 0, []
-    assert proc.stdout is not None
-    try:
-        for line in proc.stdout:
-            if line.startswith(("done ", "fail ")):
-                done += 1
-                if line.startswith("fail "):
-                    failures.append(line[5:].strip())
-                if progress:
-                    progress("convert", done, len(jobs))
-    finally:
-        if proc.poll() is None and done < len(jobs):  # interrupted: do not leave the builder running
-            proc.kill()
-    code = proc.wait()
-    log.seek(0)
-    stderr = log.read()
-    log.close()
+    failures: list[str] = []
+    finished = [0]
+
+    def on_line(line: str) -> None:
+        if line.startswith(("done ", "fail ")):
+            finished[0] += 1
+            if line.startswith("fail "):
+                failures.append(line[5:].strip())
+            if progress:
+                progress(Progress("convert", "layer", done=finished[0], total=len(jobs)))
+
+    log = out_dir / "builder.log"  # TF is chatty: stderr goes to a file, stdout carries the progress lines
+    code = run_child([sys.executable, "-m", "mobiledepth.prune.layer_models", str(jobs_file), str(out_dir)], log,
+                     timeout_s or 600 + 10 * len(jobs), "the layer-model builder", env=env,
+                     cwd=str(Path(__file__).resolve().parents[2]), on_line=on_line)
     if code != 0:
-        tail = [l for l in stderr.strip().splitlines() if l.strip()][-1:] or ["no output"]
+        tail = [l for l in log.read_text(errors="replace").strip().splitlines() if l.strip()][-1:] or ["no output"]
         raise StageFailed(f"the layer-model builder failed ({tail[0][:200]}); check that tensorflow imports in this environment")
     return time.perf_counter() - start, failures
 
@@ -362,15 +360,14 @@ def build_lut(model: str | dict, input_size: tuple[int, int] | None = None, devi
                 cache["tool_version"] = results[0]["tool_version"] if results else None
                 write_json_atomic(cache_file, cache)  # resumable: what is measured stays measured
                 if progress:
-                    progress("time", min(offset + chunk, len(ready)), len(ready))
+                    progress(Progress("time", "layer", done=min(offset + chunk, len(ready)), total=len(ready)))
             time_s = time.perf_counter() - start
     entries = {layer.key: cache["entries"][layer.key] for layer in wanted if layer.key in cache["entries"]}
     if NULL_LAYER.key not in entries or len(entries) < len(wanted):
         raise StageFailed(f"{len(wanted) - len(entries)} of {len(wanted)} layer configs could not be measured "
                           f"(first: {failures[0] if failures else '?'}); what was measured is cached in {cache_file}")
     table = {
-        "format": LUT_FORMAT, "kind": "lut", "schema": 1,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "format": LUT_FORMAT, **new_record("lut"),
         **identity, "input_size": list(size), "model": spec.get("name"), "spec_hash": spec_hash(spec),
         "multiple": multiple, "points": points, "runs": runs, "warmup": warmup, "statistic": statistic,
         "builder": "tensorflow TFLiteConverter.from_concrete_functions (single-layer models)",
@@ -457,16 +454,17 @@ def interleaved_host(models: dict[str, str | Path], rounds: int = 200, threads: 
 
     Each model runs ``burst`` invokes in a row per turn (the first is an untimed warm-up):
     alternating single invokes would time every model with caches cold from the others
-    (measured here: +25 % on a 3.5 ms model), which neither a phone app nor the LUT sees."""
-    from android_bench.host import HostModel
+    (measured here: +25 % on a 3.5 ms model), which neither a phone app nor the LUT sees.
+    The order of the turns rotates from round to round (``android_bench.interleave``)."""
+    from functools import partial
 
-    loaded = {name: HostModel(path, threads) for name, path in models.items()}
-    samples: dict[str, list[float]] = {name: [] for name in models}
-    turns = max(1, rounds // max(burst - 1, 1))
-    for _ in range(turns):
-        for name, model in loaded.items():
-            model.time_once()
-            samples[name].extend(model.time_once() for _ in range(max(burst - 1, 1)))
+    from android_bench.host import HostModel
+    from android_bench.interleave import Interleaved
+
+    timed = max(burst - 1, 1)
+    harness = Interleaved([partial(HostModel, path, threads) for path in models.values()], block=timed, untimed=1,
+                          order="rotate", drop_failures=False)
+    samples = dict(zip(models, harness.run(max(1, rounds // timed))))
     return {name: {"min": min(v), "p5": statistic_of(v, "p5"), "median": statistic_of(v, "median"), "runs": len(v),
                    "samples_us": v} for name, v in samples.items()}
 
@@ -485,14 +483,16 @@ class ValidationRow:
 
 def validate_lut(table_path: str | os.PathLike, model: str | dict | None = None, random_count: int = 3,
                  multipliers=(1.0, 0.75, 0.5, 0.35), runs: int = 50, work_dir: str | os.PathLike | None = None,
-                 seed: int = 0, progress: Callable[[str], None] | None = None) -> dict:
+                 seed: int = 0, progress: ProgressFn | None = None) -> dict:
     """LUT estimate vs end-to-end measurement for width variants; writes and returns a report dict."""
-    from mobiledepth.arch import resolve_spec
+    from android_bench.result import percentile
+
+    from mobiledepth.arch import resolve_spec, spec_from_record
     from mobiledepth.prune.groups import group_widths
 
     table = load_table(table_path)
     meta = table.meta
-    spec = resolve_spec(model or meta["model"])
+    spec = resolve_spec(model) if model else spec_from_record(meta["model"], f"lookup table {table_path}")
     size = tuple(meta["input_size"])
     work = Path(work_dir) if work_dir else Path(table_path).with_suffix("") .with_name(Path(table_path).stem + "-validate")
     work.mkdir(parents=True, exist_ok=True)
@@ -500,10 +500,10 @@ def validate_lut(table_path: str | os.PathLike, model: str | dict | None = None,
     files = {}
     for index, (name, variant) in enumerate(variants):
         if progress:
-            progress(f"exporting {name}")
+            progress(Progress("export", "start", detail=f"exporting {name}"))
         files[name] = export_spec(variant, size, work / f"v{index}")[0]
     if progress:
-        progress(f"timing {len(files)} models on {meta['device']}")
+        progress(Progress("time", "start", detail=f"timing {len(files)} models on {meta['device']}"))
     if meta["device"] == "host":  # interleaved: every variant sees the same machine load
         timed = {name: statistic_of(t["samples_us"], table.statistic)
                  for name, t in interleaved_host(files, runs, meta["threads"]).items()}
@@ -515,13 +515,12 @@ def validate_lut(table_path: str | os.PathLike, model: str | dict | None = None,
             for name, variant in variants if name in timed]
     errors = sorted(abs(r.error) for r in rows)
     report = {
-        "kind": "lut_validation", "schema": 1, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **new_record("lut_validation"),
         "table": str(table_path), "device": meta["device"], "delegate": meta["delegate"], "input_size": list(size),
         "statistic": table.statistic,
         "rows": [{"name": r.name, "estimate_us": r.estimate_us, "measured_us": r.measured_us, "error": r.error,
                   "widths": r.widths} for r in rows],
-        "max_abs_error": errors[-1], "median_abs_error": errors[len(errors) // 2] if len(errors) % 2 else
-        (errors[len(errors) // 2 - 1] + errors[len(errors) // 2]) / 2,
+        "max_abs_error": errors[-1], "median_abs_error": percentile(errors, 50),
     }
     write_json_atomic(work / "validation.json", report)
     return report

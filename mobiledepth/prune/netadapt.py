@@ -10,8 +10,10 @@ if the measurement misses, the gap (measured - estimated) is carried into the es
 the loop goes on. At the end: a long fine-tune, export, benchmark, and the store (the whole
 run, every step, so the report draws the trajectory).
 
+The stage reads as its steps: :func:`start` (or :func:`reopen`) → :func:`iterate` (one
+:func:`step` at a time) → :func:`finish`; :func:`prune` and :func:`resume` chain them.
 Everything an iteration decides is written to ``prune.json`` (and its checkpoint to
-``iter_NNN/``) before the next one starts, so ``resume`` continues a stopped run.
+``iter_NNN/``) before the next one starts, so :func:`resume` continues a stopped run.
 """
 
 from __future__ import annotations
@@ -20,37 +22,38 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 from mobiledepth.errors import StageFailed, UserError
 from mobiledepth.io import sha256_file, write_json_atomic
+from mobiledepth.records import new_record, read_export_record, utc_timestamp
+from mobiledepth.progress import Progress, ProgressFn, silent
 
 PRUNE_RECORD = "prune.json"
 CHOICE_RULES = ("accuracy", "loss-per-ms")
-
+HALVINGS = 8  # when no group can make the scheduled step, halve the step up to this many times
 
 @dataclass
 class PruneSettings:
     """Everything that defines a pruning run (saved in prune.json; a resume reuses it)."""
 
-    model: str
+    model: str | None
     checkpoint: str
     target_ms: float
     data: str
-    lut: str
+    lut: str | None = None  # None: build the table for the model, deploy size, device and delegate
     device: str = "host"
     delegate: str = "cpu"
     threads: int = 1
-    input_size: tuple[int, int] | None = None        # deploy resolution (latency)
-    train_input_size: tuple[int, int] | None = None  # fine-tune resolution (default: input_size)
+    input_size: tuple[int, int] | list[int] | None = None        # deploy resolution (latency)
+    train_input_size: tuple[int, int] | list[int] | None = None  # fine-tune resolution (default: input_size)
     short_term_steps: int = 100
     long_term_steps: int = 500
     initial_reduction: float = 0.025
     decay: float = 0.96
-    workers: int | None = 1  # None on a resume: keep the run's
+    workers: int = 1
     multiple: int = 8
     min_width: int = 8
     batch_size: int = 4
@@ -63,7 +66,23 @@ class PruneSettings:
     seed: int = 0
     proposal_timeout_s: float | None = None
     measure: bool = True  # export + time on the device when the estimate meets the budget
-    choose: str | None = "accuracy"  # or "loss-per-ms" (choose_proposal); None on a resume: keep the run's
+    choose: str = "accuracy"  # or "loss-per-ms" (choose_proposal)
+    statistic: str | None = None  # the lookup table's latency statistic (set when the run starts)
+
+    @classmethod
+    def from_record(cls, saved: dict) -> PruneSettings:
+        """Settings as prune.json stores them (runs from before ``choose`` chose by accuracy)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{"choose": "accuracy", **{k: v for k, v in saved.items() if k in known}})
+
+    def to_record(self) -> dict:
+        """The JSON form stored in prune.json (sizes as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @property
+    def fine_tune_size(self) -> tuple[int, int]:
+        """(H, W) for fine-tuning and WHDR."""
+        return tuple(self.train_input_size or self.input_size)
 
 
 @dataclass
@@ -88,12 +107,22 @@ def check_settings(s: PruneSettings) -> None:
         raise UserError(f"--decay must be in (0, 1] (got {s.decay}); the paper uses 0.96")
     if s.short_term_steps < 0 or s.long_term_steps < 0:
         raise UserError("--short-term-steps and --long-term-steps must be >= 0")
-    if s.workers < 1:
-        raise UserError(f"--workers must be at least 1 (got {s.workers})")
+    _check_workers(s.workers)
     if s.multiple < 1 or s.min_width < 1:
         raise UserError("--multiple and --min-width must be at least 1")
     if s.choose not in CHOICE_RULES:
         raise UserError(f"--choose must be one of {', '.join(CHOICE_RULES)} (got {s.choose!r})")
+
+
+def _check_workers(workers: int) -> None:
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1 (got {workers})")
+
+
+def default_run_dir(settings: PruneSettings) -> Path:
+    """runs/prune-<model or checkpoint name>-<target>ms."""
+    name = settings.model or Path(settings.checkpoint).stem
+    return Path("runs") / f"prune-{name}-{settings.target_ms:g}ms"
 
 
 # ----------------------------------------------------------------------------- proposals
@@ -146,19 +175,18 @@ def choose_proposal(proposals: list[dict], rule: str, whdr_before: float, estima
     return min(proposals, key=lambda p: (loss_per_ms(p), p["whdr"], p["estimated_ms"]))
 
 
-def _train_config(settings: dict, checkpoint: str, steps: int, seed: int) -> dict:
-    size = settings["train_input_size"] or settings["input_size"]
+def _train_config(settings: PruneSettings, checkpoint: str, steps: int, seed: int) -> dict:
     return {
-        "model": checkpoint, "seed": seed, "input_size": list(size), "batch_size": settings["batch_size"],
-        "epochs": 100000, "max_steps": steps,
-        "optimizer": {"name": "adam", "lr": settings["lr"]}, "scheduler": {"name": "none"},
-        "data": {"train_split": settings["train_split"], "val_split": None},
+        "model": checkpoint, "seed": seed, "input_size": list(settings.fine_tune_size),
+        "batch_size": settings.batch_size, "epochs": 100000, "max_steps": steps,
+        "optimizer": {"name": "adam", "lr": settings.lr}, "scheduler": {"name": "none"},
+        "data": {"train_split": settings.train_split, "val_split": None},
         "loss": {"intermediate": False}, "checkpoint": {"every_steps": 0}, "log_every": 50,
-        "threads": settings["threads"],
+        "threads": settings.threads,
     }
 
 
-def fine_tune(checkpoint: str, data: str, out_dir: Path, steps: int, settings: dict, seed: int = 0) -> Path:
+def fine_tune(checkpoint: str, data: str, out_dir: Path, steps: int, settings: PruneSettings, seed: int = 0) -> Path:
     """Fine-tune a checkpoint with the training pipeline; returns the new weights' path."""
     if steps <= 0:
         return Path(checkpoint)
@@ -170,322 +198,453 @@ def fine_tune(checkpoint: str, data: str, out_dir: Path, steps: int, settings: d
     return Path(result.model_path)
 
 
-def held_out_whdr(checkpoint: str | Path, settings: dict) -> float:
+def held_out_whdr(checkpoint: str | Path, settings: PruneSettings) -> float:
     """WHDR of a checkpoint on the held-out split at the fine-tune resolution."""
     from mobiledepth.arch import load_checkpoint
     from mobiledepth.data.diw import load_dataset
     from mobiledepth.evaluate.evaluate import evaluate_module
 
-    data = load_dataset(settings["data"], split=settings["val_split"])
-    if settings.get("val_limit"):
-        data.samples = data.samples[: int(settings["val_limit"])]
+    data = load_dataset(settings.data, split=settings.val_split)
+    if settings.val_limit:
+        data.samples = data.samples[: int(settings.val_limit)]
     model, _, _ = load_checkpoint(checkpoint, with_heads=False)
-    size = tuple(settings["train_input_size"] or settings["input_size"])
-    return evaluate_module(model.eval(), data, size).value
+    return evaluate_module(model.eval(), data, settings.fine_tune_size).value
 
 
 def run_proposal(job: dict) -> dict:
-    """Cut one group, fine-tune, score: the unit of work a worker runs."""
+    """Cut one group, fine-tune, score: the unit of work a worker runs.
+
+    ``job`` is plain JSON: checkpoint, group, width, dir, steps and ``settings`` as prune.json stores them."""
     import torch
 
     from mobiledepth.arch import load_checkpoint, save_checkpoint
     from mobiledepth.prune.surgery import prune_model
 
-    settings = job["settings"]
-    torch.set_num_threads(int(settings["threads"]))
+    settings = PruneSettings.from_record(job["settings"])
+    torch.set_num_threads(int(settings.threads))
     out = Path(job["dir"])
     out.mkdir(parents=True, exist_ok=True)
     model, spec, _ = load_checkpoint(job["checkpoint"], with_heads=False)
     pruned, new_spec = prune_model(model, spec, {job["group"]: job["width"]})
     cut = save_checkpoint(out / "pruned.pt", pruned, new_spec)
-    start = time.perf_counter()
-    tuned = fine_tune(str(cut), settings["data"], out / "finetune", job["steps"], settings, settings["seed"])
-    train_s = time.perf_counter() - start
+    began = time.perf_counter()
+    tuned = fine_tune(str(cut), settings.data, out / "finetune", job["steps"], settings, settings.seed)
+    train_s = time.perf_counter() - began
     whdr = held_out_whdr(tuned, settings)
     return {"checkpoint": str(tuned), "whdr": whdr, "train_s": round(train_s, 2)}
 
 
-# ----------------------------------------------------------------------------- the loop
+# ----------------------------------------------------------------------------- the run's state
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return utc_timestamp()
 
 
-def _measure(spec: dict, checkpoint: str | Path, settings: dict, out_dir: Path) -> dict:
+def _measure(spec: dict, checkpoint: str | Path, settings: PruneSettings, out_dir: Path) -> dict:
     from mobiledepth.prune.lut import measure_spec
 
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    m = measure_spec(spec, settings["input_size"], settings["device"], settings["delegate"], settings["threads"],
-                     out_dir, checkpoint=checkpoint, runs=settings["measure_runs"],
-                     statistic=settings.get("statistic") or "median")
+    m = measure_spec(spec, settings.input_size, settings.device, settings.delegate, settings.threads,
+                     out_dir, checkpoint=checkpoint, runs=settings.measure_runs,
+                     statistic=settings.statistic or "median")
     return {"measured_ms": m["latency_us"] / 1000.0, "median_ms": m["median_us"] / 1000.0,
             "run_dir": m["run_dir"], "tflite": m["tflite"]}
 
 
-def _write(run_dir: Path, record: dict) -> None:
-    record["updated_at"] = _now()
-    write_json_atomic(run_dir / PRUNE_RECORD, record)
+@dataclass
+class Run:
+    """A run in progress: its directory, typed settings, the prune.json record and the lookup table."""
 
+    run_dir: Path
+    settings: PruneSettings
+    record: dict
+    table: Any
 
-def prune(settings: PruneSettings | None = None, out: str | os.PathLike | None = None,
-          resume: str | os.PathLike | None = None, store: str | os.PathLike | None | bool = None,
-          progress: Callable[[str, dict], None] | None = None) -> PruneResult:
-    """Run (or resume) NetAdapt; returns the run directory, the prune record and the final model.
+    @property
+    def last(self) -> dict:
+        return self.record["iterations"][-1]
 
-    ``store``: a store path, ``None`` for the default store, ``False`` to skip ingestion."""
-    from mobiledepth.arch import load_checkpoint, resolve_spec, save_checkpoint, spec_hash
-    from mobiledepth.prune.groups import channel_groups, group_widths
-    from mobiledepth.prune.lut import load_table
-
-    notify = progress or (lambda event, data: None)
-    if resume is not None:
-        run_dir = Path(resume)
-        try:
-            record = json.loads((run_dir / PRUNE_RECORD).read_text())
-        except (OSError, ValueError):
-            raise UserError(f"{run_dir} holds no readable {PRUNE_RECORD}; pass the run directory of a 'mobiledepth prune' run") from None
-        cfg = record["settings"]
-        cfg.setdefault("choose", "accuracy")  # runs from before --choose chose by accuracy
-        if settings is not None:
-            _resume_overrides(settings, cfg, run_dir)
-    else:
-        if settings is None or out is None:
-            raise UserError("prune needs settings and --out RUN_DIR (or --resume RUN_DIR)")
-        check_settings(settings)
-        run_dir = Path(out)
-        if (run_dir / PRUNE_RECORD).exists():
-            raise UserError(f"{run_dir} already holds a prune run; pass --resume {run_dir} or choose another --out")
-        cfg = asdict(settings)
-        record = None
-
-    table = load_table(cfg["lut"])
-    meta = table.meta
-    if resume is None:
-        if (meta["device"], meta["delegate"]) != (cfg["device"], cfg["delegate"]):
-            raise UserError(f"the lookup table {cfg['lut']} was measured on {meta['device']}/{meta['delegate']}, not "
-                            f"{cfg['device']}/{cfg['delegate']}; build one with 'mobiledepth lut build --device {cfg['device']} --delegate {cfg['delegate']}'")
-        cfg["input_size"] = list(cfg["input_size"] or meta["input_size"])
-        if list(meta["input_size"]) != cfg["input_size"]:
-            raise UserError(f"the lookup table is for {meta['input_size'][0]}x{meta['input_size'][1]}, not "
-                            f"{cfg['input_size'][0]}x{cfg['input_size'][1]}; build a table at the deploy size")
-        cfg["train_input_size"] = list(cfg["train_input_size"] or cfg["input_size"])
-        cfg["statistic"] = table.statistic  # measurements use the table's statistic
-        model, spec, _ = load_checkpoint(cfg["checkpoint"], spec=resolve_spec(cfg["model"]) if cfg["model"] else None,
-                                         with_heads=False)
-        from mobiledepth.prune.groups import check_prunable_spec
-
-        check_prunable_spec(spec)
-        estimate0 = table.estimate(spec).total_ms
-        floor = table.estimate(smallest_spec(spec, cfg["multiple"], cfg["min_width"])).total_ms
-        if floor > cfg["target_ms"]:
-            raise UserError(f"target {cfg['target_ms']:g} ms is not reachable on {cfg['device']}/{cfg['delegate']}: "
-                            f"the smallest allowed widths (>= {max(cfg['min_width'], cfg['multiple'])}) give "
-                            f"{floor:.3f} ms by the lookup table (the model: {estimate0:.3f} ms); "
-                            f"raise --target-ms above {floor:.3f} or lower --min-width")
-        created = not run_dir.exists()
-        run_dir.mkdir(parents=True, exist_ok=True)
-        start_dir = run_dir / "iter_000"
-        try:
-            start_dir.mkdir(exist_ok=True)
-            start_ckpt = save_checkpoint(start_dir / "model.pt", model, spec)
-            measured0 = None
-            if cfg["measure"]:
-                notify("measure", {"iteration": 0})
-                measured0 = _measure(spec, start_ckpt, cfg, start_dir / "export")
-            whdr0 = held_out_whdr(start_ckpt, cfg)
-        except BaseException:
-            # nothing to resume yet: leave no half-made run directory behind
-            shutil.rmtree(run_dir if created else start_dir, ignore_errors=True)
-            raise
-        record = {
-            "kind": "prune", "schema": 1, "created_at": _now(), "status": "running",
-            "model": {"name": spec.get("name"), "checkpoint": str(cfg["checkpoint"]),
-                      "checkpoint_sha256": sha256_file(cfg["checkpoint"]), "spec_hash": spec_hash(spec)},
-            "device": cfg["device"], "delegate": cfg["delegate"], "target_ms": cfg["target_ms"],
-            "input_size": cfg["input_size"], "lut": {"path": str(cfg["lut"]), "runtime": meta.get("runtime")},
-            "settings": cfg, "floor_ms": floor,
-            "iterations": [{
-                "iteration": 0, "estimated_ms": estimate0,
-                "measured_ms": measured0["measured_ms"] if measured0 else None,
-                "whdr": whdr0, "widths": group_widths(spec), "chosen": None,
-                "checkpoint": str(start_ckpt.relative_to(run_dir)), "finished_at": _now(),
-            }],
-        }
-        _write(run_dir, record)
-        notify("iteration", record["iterations"][0])
-
-    # -- state from the record --------------------------------------------------------------
-    def correction_ms() -> float:
+    def correction_ms(self) -> float:
         """measured - estimated of the latest measured iteration (0 before any measurement)."""
-        for it in reversed(record["iterations"]):
+        for it in reversed(self.record["iterations"]):
             if it["measured_ms"] is not None:
                 return it["measured_ms"] - it["estimated_ms"]
         return 0.0
 
-    def latency_ms(it: dict) -> float:
-        return it["measured_ms"] if it["measured_ms"] is not None else it["estimated_ms"] + correction_ms()
+    def latency_ms(self, it: dict) -> float:
+        """An iteration's latency: measured, else the estimate shifted by the measured gap."""
+        return it["measured_ms"] if it["measured_ms"] is not None else it["estimated_ms"] + self.correction_ms()
 
-    first = record["iterations"][0]
-    step0 = cfg["initial_reduction"] * latency_ms(first)
-    target = cfg["target_ms"]
-    while record["status"] == "running" and latency_ms(record["iterations"][-1]) > target:
-        last = record["iterations"][-1]
-        i = last["iteration"] + 1
-        if i > cfg["max_iterations"]:
-            raise StageFailed(f"stopped after {cfg['max_iterations']} iterations at {latency_ms(last):.3f} ms "
-                              f"(target {target:g}); resume with a larger --max-iterations")
-        current_ckpt = run_dir / last["checkpoint"]
-        _, spec, _ = load_checkpoint(current_ckpt, with_heads=False)
-        corr = correction_ms()
-        if record["floor_ms"] + corr > target:
-            raise StageFailed(f"the device measured {corr:+.3f} ms against the lookup table, so the smallest allowed "
-                              f"widths would take ~{record['floor_ms'] + corr:.3f} ms: target {target:g} ms is not "
-                              f"reachable; raise --target-ms, lower --min-width, or rebuild the table "
-                              f"(run {run_dir} stays resumable)")
-        target_i = latency_ms(last) - step0 * cfg["decay"] ** (i - 1)
-        lut_target_us = (target_i - corr) * 1000.0
-        iter_dir = run_dir / f"iter_{i:03d}"
-        groups = [g for g in channel_groups(spec) if g.prunable]
-        # when no single group can make the scheduled step, halve the step (up to 8 times)
-        # rather than stall: late in a run every group is thin and cuts are small
-        current_us = last["estimated_ms"] * 1000.0
-        for _ in range(8):
-            if any(candidate_width(table, spec, g, lut_target_us, cfg["multiple"], cfg["min_width"], cfg["input_size"])
-                   for g in groups):
-                break
-            lut_target_us = current_us - (current_us - lut_target_us) / 2
-        target_i = lut_target_us / 1000.0 + corr
-        jobs = []
-        for group in groups:
-            found = candidate_width(table, spec, group, lut_target_us, cfg["multiple"], cfg["min_width"], cfg["input_size"])
-            if found is None:
-                continue
-            width, est = found
-            job_dir = iter_dir / "proposals" / f"{group.name}-{width}"
-            jobs.append({"group": group.name, "width": width, "estimated_ms": est / 1000.0,
-                         "checkpoint": str(current_ckpt), "dir": str(job_dir), "steps": cfg["short_term_steps"],
-                         "settings": cfg, "result_path": str(job_dir / "result.json")})
-        if not jobs:
-            raise StageFailed(f"iteration {i}: no channel group can be cut to meet {target_i:.3f} ms "
-                              f"(now {latency_ms(last):.3f} ms); the target {target:g} ms is not reachable from here — "
-                              "raise --target-ms or lower --min-width")
-        notify("proposals", {"iteration": i, "target_ms": target_i, "count": len(jobs)})
-        from mobiledepth.prune.workers import run_jobs
+    def needs_more(self) -> bool:
+        return self.record["status"] == "running" and self.latency_ms(self.last) > self.settings.target_ms
 
-        results = run_jobs(run_proposal, jobs, cfg["workers"], cfg["proposal_timeout_s"],
-                           on_done=lambda job, res: notify("proposal", {"iteration": i, "group": job["group"],
-                                                                         "width": job["width"], **res}))
-        proposals = []
-        for job, res in zip(jobs, results):
-            proposals.append({"group": job["group"], "width": job["width"], "estimated_ms": job["estimated_ms"],
-                              "ok": bool(res.get("ok")), "whdr": res.get("whdr"), "error": res.get("error"),
-                              "checkpoint": res.get("checkpoint")})
-        good = [p for p in proposals if p["ok"]]
-        if not good:
-            raise StageFailed(f"iteration {i}: every proposal failed (first: {proposals[0]['error']}); "
-                              f"fix the cause and resume with --resume {run_dir}")
-        best = choose_proposal(good, cfg["choose"], last["whdr"], last["estimated_ms"])
-        chosen_ckpt = iter_dir / "model.pt"
-        shutil.copyfile(best["checkpoint"], chosen_ckpt)
-        _, new_spec, _ = load_checkpoint(chosen_ckpt, with_heads=False)
-        entry = {"iteration": i, "target_ms": target_i, "estimated_ms": best["estimated_ms"], "measured_ms": None,
-                 "whdr": best["whdr"], "widths": group_widths(new_spec),
-                 "chosen": {"group": best["group"], "width": best["width"]},
-                 "checkpoint": str(chosen_ckpt.relative_to(run_dir)),
-                 "proposals": [{k: v for k, v in p.items() if k != "checkpoint"} for p in proposals]}
-        if cfg["measure"] and best["estimated_ms"] + corr <= target:
-            notify("measure", {"iteration": i})
-            entry["measured_ms"] = _measure(new_spec, chosen_ckpt, cfg, iter_dir / "export")["measured_ms"]
-        entry["finished_at"] = _now()
-        record["iterations"].append(entry)
-        _write(run_dir, record)
-        for job in jobs:  # the chosen weights are in iter_NNN/model.pt; proposals keep result.json only
-            shutil.rmtree(Path(job["dir"]) / "finetune", ignore_errors=True)
-            (Path(job["dir"]) / "pruned.pt").unlink(missing_ok=True)
-        notify("iteration", entry)
-
-    return _finish(run_dir, record, cfg, store, notify)
+    def save(self) -> None:
+        """prune.json, atomically (its settings are this run's settings)."""
+        self.record["settings"] = self.settings.to_record()
+        self.record["updated_at"] = _now()
+        write_json_atomic(self.run_dir / PRUNE_RECORD, self.record)
 
 
-def _resume_overrides(settings: PruneSettings, cfg: dict, run_dir: Path) -> None:
-    """A resume may change --workers only; a different --choose would mix two rules in one run."""
-    if settings.choose is not None and settings.choose != cfg["choose"]:
-        raise UserError(f"{run_dir} chooses proposals by {cfg['choose']}; resume it without --choose "
-                        f"(or start a new run with --choose {settings.choose})")
-    if settings.workers is not None:
-        if settings.workers < 1:
-            raise UserError(f"--workers must be at least 1 (got {settings.workers})")
-        cfg["workers"] = settings.workers
+# ----------------------------------------------------------------------------- start
+def _table_for(settings: PruneSettings, spec: dict, notify: ProgressFn):
+    """The lookup table named by the settings, or one built now for the model, size, device and delegate."""
+    from mobiledepth.prune.lut import build_lut, load_table
+
+    if settings.lut is not None:
+        return load_table(settings.lut)
+    notify(Progress("prune", "lut", info={"model": spec.get("name"), "device": settings.device,
+                                          "delegate": settings.delegate}))
+    built = build_lut(spec, tuple(settings.input_size) if settings.input_size else None, settings.device,
+                      settings.delegate, settings.threads)
+    return built.table
 
 
-def _finish(run_dir: Path, record: dict, cfg: dict, store, notify) -> PruneResult:
-    """Long-term fine-tune, export + benchmark on the device, eval, store ingestion."""
+def _resolved(settings: PruneSettings, table) -> PruneSettings:
+    """The settings with the table's path, sizes and statistic, after checking the table fits them."""
+    meta = table.meta
+    if (meta["device"], meta["delegate"]) != (settings.device, settings.delegate):
+        raise UserError(f"the lookup table {table.path} was measured on {meta['device']}/{meta['delegate']}, not "
+                        f"{settings.device}/{settings.delegate}; build one with 'mobiledepth lut build "
+                        f"--device {settings.device} --delegate {settings.delegate}'")
+    size = list(settings.input_size or meta["input_size"])
+    if list(meta["input_size"]) != size:
+        raise UserError(f"the lookup table is for {meta['input_size'][0]}x{meta['input_size'][1]}, not "
+                        f"{size[0]}x{size[1]}; build a table at the deploy size")
+    return replace(settings, lut=settings.lut or str(table.path), input_size=size,
+                   train_input_size=list(settings.train_input_size or size), statistic=table.statistic)
+
+
+def _check_reachable(settings: PruneSettings, table, spec: dict) -> tuple[float, float]:
+    """(the model's estimate, the floor's estimate) in ms; a UserError when the floor misses the target."""
+    estimate0 = table.estimate(spec).total_ms
+    floor = table.estimate(smallest_spec(spec, settings.multiple, settings.min_width)).total_ms
+    if floor > settings.target_ms:
+        raise UserError(f"target {settings.target_ms:g} ms is not reachable on {settings.device}/{settings.delegate}: "
+                        f"the smallest allowed widths (>= {max(settings.min_width, settings.multiple)}) give "
+                        f"{floor:.3f} ms by the lookup table (the model: {estimate0:.3f} ms); "
+                        f"raise --target-ms above {floor:.3f} or lower --min-width")
+    return estimate0, floor
+
+
+def _first_iteration(run_dir: Path, model, spec: dict, settings: PruneSettings, notify: ProgressFn) -> dict:
+    """iter_000: the starting checkpoint, its measured latency and WHDR; nothing left behind on failure."""
+    from mobiledepth.arch import save_checkpoint
+
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    start_dir = run_dir / "iter_000"
+    try:
+        start_dir.mkdir(exist_ok=True)
+        start_ckpt = save_checkpoint(start_dir / "model.pt", model, spec)
+        measured0 = None
+        if settings.measure:
+            notify(Progress("prune", "measure", info={"iteration": 0}))
+            measured0 = _measure(spec, start_ckpt, settings, start_dir / "export")["measured_ms"]
+        whdr0 = held_out_whdr(start_ckpt, settings)
+    except BaseException:
+        # nothing to resume yet: leave no half-made run directory behind
+        shutil.rmtree(run_dir if created else start_dir, ignore_errors=True)
+        raise
+    return {"iteration": 0, "measured_ms": measured0, "whdr": whdr0, "chosen": None,
+            "checkpoint": str(start_ckpt.relative_to(run_dir)), "checkpoint_sha256": sha256_file(start_ckpt)}
+
+
+def start(settings: PruneSettings, out: str | os.PathLike | None = None, notify: ProgressFn = silent) -> Run:
+    """Check everything, measure and score the starting model (iteration 0), write prune.json."""
+    from mobiledepth.arch import load_checkpoint, resolve_spec, spec_hash
+    from mobiledepth.prune.groups import check_prunable_spec, group_widths
+
+    check_settings(settings)
+    run_dir = Path(out) if out is not None else default_run_dir(settings)
+    if (run_dir / PRUNE_RECORD).exists():
+        raise UserError(f"{run_dir} already holds a prune run; pass --resume {run_dir} or choose another --out")
+    model, spec, _ = load_checkpoint(settings.checkpoint, spec=resolve_spec(settings.model) if settings.model else None,
+                                     with_heads=False)
+    check_prunable_spec(spec)
+    table = _table_for(settings, spec, notify)
+    settings = _resolved(settings, table)
+    estimate0, floor = _check_reachable(settings, table, spec)
+    first = _first_iteration(run_dir, model, spec, settings, notify)
+    record = new_record(
+        "prune", status="running",
+        model={"name": spec.get("name"), "checkpoint": str(settings.checkpoint),
+               "checkpoint_sha256": sha256_file(settings.checkpoint), "spec_hash": spec_hash(spec)},
+        device=settings.device, delegate=settings.delegate, target_ms=settings.target_ms,
+        input_size=settings.input_size, lut={"path": settings.lut, "runtime": table.meta.get("runtime")},
+        settings=settings.to_record(), floor_ms=floor,
+        iterations=[{**first, "estimated_ms": estimate0, "widths": group_widths(spec), "finished_at": _now()}],
+    )
+    run = Run(run_dir, settings, record, table)
+    run.save()
+    notify(Progress("prune", "iteration", info=run.last))
+    return run
+
+
+# ----------------------------------------------------------------------------- resume
+def apply_resume_overrides(settings: PruneSettings, run_dir: str | os.PathLike, workers: int | None = None,
+                           choose: str | None = None) -> PruneSettings:
+    """A resume may change ``workers`` only; a different ``choose`` would mix two rules in one run."""
+    if choose is not None and choose != settings.choose:
+        raise UserError(f"{run_dir} chooses proposals by {settings.choose}; resume it without --choose "
+                        f"(or start a new run with --choose {choose})")
+    if workers is None:
+        return settings
+    _check_workers(workers)
+    return replace(settings, workers=workers)
+
+
+def reopen(run_dir: str | os.PathLike, workers: int | None = None, choose: str | None = None) -> Run:
+    """The run saved in ``run_dir``, ready to iterate (``workers`` may change, ``choose`` may not)."""
+    from mobiledepth.prune.lut import load_table
+
+    run_dir = Path(run_dir)
+    try:
+        record = json.loads((run_dir / PRUNE_RECORD).read_text())
+    except (OSError, ValueError):
+        raise UserError(f"{run_dir} holds no readable {PRUNE_RECORD}; "
+                        "pass the run directory of a 'mobiledepth prune' run") from None
+    settings = apply_resume_overrides(PruneSettings.from_record(record["settings"]), run_dir, workers, choose)
+    return Run(run_dir, settings, record, load_table(settings.lut))
+
+
+# ----------------------------------------------------------------------------- iterate
+def _check_can_continue(run: Run, i: int) -> None:
+    """StageFailed when the iteration budget is spent or a measurement ruled the target out."""
+    s, corr = run.settings, run.correction_ms()
+    if i > s.max_iterations:
+        raise StageFailed(f"stopped after {s.max_iterations} iterations at {run.latency_ms(run.last):.3f} ms "
+                          f"(target {s.target_ms:g}); resume with a larger --max-iterations")
+    if run.record["floor_ms"] + corr > s.target_ms:
+        raise StageFailed(f"the device measured {corr:+.3f} ms against the lookup table, so the smallest allowed "
+                          f"widths would take ~{run.record['floor_ms'] + corr:.3f} ms: target {s.target_ms:g} ms is not "
+                          f"reachable; raise --target-ms, lower --min-width, or rebuild the table "
+                          f"(run {run.run_dir} stays resumable)")
+
+
+def _candidates(run: Run, spec: dict, lut_target_us: float) -> list[tuple[str, int, float]]:
+    """(group, width, estimate in µs) for every prunable group that can meet the LUT target."""
+    from mobiledepth.prune.groups import channel_groups
+
+    s = run.settings
+    found = []
+    for group in channel_groups(spec):
+        if group.prunable:
+            hit = candidate_width(run.table, spec, group, lut_target_us, s.multiple, s.min_width, s.input_size)
+            if hit is not None:
+                found.append((group.name, *hit))
+    return found
+
+
+def plan_cuts(run: Run, spec: dict, i: int) -> tuple[float, list[tuple[str, int, float]]]:
+    """Iteration ``i``'s LUT target (µs) and the cuts that meet it.
+
+    The scheduled step is ``initial_reduction * R0 * decay**(i-1)``; when no single group can make
+    it, the step is halved (up to HALVINGS times) rather than stall: late in a run every group is
+    thin and cuts are small."""
+    step0 = run.settings.initial_reduction * run.latency_ms(run.record["iterations"][0])
+    target_i = run.latency_ms(run.last) - step0 * run.settings.decay ** (i - 1)
+    lut_target_us = (target_i - run.correction_ms()) * 1000.0
+    current_us = run.last["estimated_ms"] * 1000.0
+    for _ in range(HALVINGS):
+        cuts = _candidates(run, spec, lut_target_us)
+        if cuts:
+            return lut_target_us, cuts
+        lut_target_us = current_us - (current_us - lut_target_us) / 2
+    return lut_target_us, _candidates(run, spec, lut_target_us)
+
+
+def _proposal_jobs(run: Run, i: int, cuts: list[tuple[str, int, float]]) -> list[dict]:
+    """One worker job per cut (plain JSON, see :func:`run_proposal`)."""
+    iter_dir = run.run_dir / f"iter_{i:03d}"
+    jobs = []
+    for group, width, estimate_us in cuts:
+        job_dir = iter_dir / "proposals" / f"{group}-{width}"
+        jobs.append({"group": group, "width": width, "estimated_ms": estimate_us / 1000.0,
+                     "checkpoint": str(run.run_dir / run.last["checkpoint"]), "dir": str(job_dir),
+                     "steps": run.settings.short_term_steps, "settings": run.settings.to_record(),
+                     "result_path": str(job_dir / "result.json")})
+    return jobs
+
+
+def _run_proposals(run: Run, i: int, jobs: list[dict], notify: ProgressFn) -> list[dict]:
+    """Every job's outcome (ok, whdr, error, checkpoint); StageFailed when all of them failed."""
+    from mobiledepth.prune.workers import run_jobs
+
+    def done(job: dict, res: dict) -> None:
+        notify(Progress("prune", "proposal", info={"iteration": i, "group": job["group"], "width": job["width"],
+                                                   **res}))
+
+    results = run_jobs(run_proposal, jobs, run.settings.workers, run.settings.proposal_timeout_s, on_done=done)
+    proposals = [{"group": job["group"], "width": job["width"], "estimated_ms": job["estimated_ms"],
+                  "ok": bool(res.get("ok")), "whdr": res.get("whdr"), "error": res.get("error"),
+                  "checkpoint": res.get("checkpoint")} for job, res in zip(jobs, results)]
+    if not any(p["ok"] for p in proposals):
+        raise StageFailed(f"iteration {i}: every proposal failed (first: {proposals[0]['error']}); "
+                          f"fix the cause and resume with --resume {run.run_dir}")
+    return proposals
+
+
+def _adopt(run: Run, i: int, target_i: float, proposals: list[dict], notify: ProgressFn) -> dict:
+    """The winning proposal as iteration ``i``: its checkpoint in iter_NNN/, measured when it may meet the target."""
+    from mobiledepth.arch import load_checkpoint
+    from mobiledepth.prune.groups import group_widths
+
+    s = run.settings
+    best = choose_proposal([p for p in proposals if p["ok"]], s.choose, run.last["whdr"], run.last["estimated_ms"])
+    chosen_ckpt = run.run_dir / f"iter_{i:03d}" / "model.pt"
+    shutil.copyfile(best["checkpoint"], chosen_ckpt)
+    _, new_spec, _ = load_checkpoint(chosen_ckpt, with_heads=False)
+    entry = {"iteration": i, "target_ms": target_i, "estimated_ms": best["estimated_ms"], "measured_ms": None,
+             "whdr": best["whdr"], "widths": group_widths(new_spec),
+             "chosen": {"group": best["group"], "width": best["width"]},
+             "checkpoint": str(chosen_ckpt.relative_to(run.run_dir)), "checkpoint_sha256": sha256_file(chosen_ckpt),
+             "proposals": [{k: v for k, v in p.items() if k != "checkpoint"} for p in proposals]}
+    if s.measure and best["estimated_ms"] + run.correction_ms() <= s.target_ms:
+        notify(Progress("prune", "measure", info={"iteration": i}))
+        entry["measured_ms"] = _measure(new_spec, chosen_ckpt, s, chosen_ckpt.parent / "export")["measured_ms"]
+    entry["finished_at"] = _now()
+    return entry
+
+
+def _drop_proposal_weights(jobs: list[dict]) -> None:
+    """The chosen weights are in iter_NNN/model.pt; proposals keep result.json only."""
+    for job in jobs:
+        shutil.rmtree(Path(job["dir"]) / "finetune", ignore_errors=True)
+        (Path(job["dir"]) / "pruned.pt").unlink(missing_ok=True)
+
+
+def step(run: Run, notify: ProgressFn = silent) -> dict:
+    """One NetAdapt iteration: plan the cuts, run the proposals, adopt the winner, save prune.json."""
     from mobiledepth.arch import load_checkpoint
 
+    i = run.last["iteration"] + 1
+    _check_can_continue(run, i)
+    _, spec, _ = load_checkpoint(run.run_dir / run.last["checkpoint"], with_heads=False)
+    lut_target_us, cuts = plan_cuts(run, spec, i)
+    target_i = lut_target_us / 1000.0 + run.correction_ms()
+    if not cuts:
+        raise StageFailed(f"iteration {i}: no channel group can be cut to meet {target_i:.3f} ms "
+                          f"(now {run.latency_ms(run.last):.3f} ms); the target {run.settings.target_ms:g} ms is "
+                          "not reachable from here — raise --target-ms or lower --min-width")
+    jobs = _proposal_jobs(run, i, cuts)
+    notify(Progress("prune", "proposals", info={"iteration": i, "target_ms": target_i, "count": len(jobs)}))
+    entry = _adopt(run, i, target_i, _run_proposals(run, i, jobs, notify), notify)
+    run.record["iterations"].append(entry)
+    run.save()
+    _drop_proposal_weights(jobs)
+    notify(Progress("prune", "iteration", info=entry))
+    return entry
+
+
+def iterate(run: Run, notify: ProgressFn = silent) -> None:
+    """Iterations until the latest latency (measured, or estimated + gap) meets the target."""
+    while run.needs_more():
+        step(run, notify)
+
+
+# ----------------------------------------------------------------------------- finish
+def _final_model(run: Run, notify: ProgressFn) -> dict:
+    """Long-term fine-tune of the last iteration, its WHDR; exported, benchmarked and evaluated when measuring."""
+    from mobiledepth.arch import load_checkpoint
+
+    s, run_dir, last = run.settings, run.run_dir, run.last
     final_dir = run_dir / "final"
-    last = record["iterations"][-1]
-    if record["status"] != "done":
-        notify("long_term", {"steps": cfg["long_term_steps"]})
-        tuned_dir = final_dir / "finetune"
-        if tuned_dir.exists():
-            shutil.rmtree(tuned_dir)
-        tuned = fine_tune(str(run_dir / last["checkpoint"]), cfg["data"], tuned_dir, cfg["long_term_steps"], cfg, cfg["seed"])
-        final_ckpt = final_dir / "model.pt"
-        final_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(tuned, final_ckpt)
+    notify(Progress("prune", "long_term", info={"steps": s.long_term_steps}))
+    tuned_dir = final_dir / "finetune"
+    if tuned_dir.exists():
+        shutil.rmtree(tuned_dir)
+    tuned = fine_tune(str(run_dir / last["checkpoint"]), s.data, tuned_dir, s.long_term_steps, s, s.seed)
+    final_ckpt = final_dir / "model.pt"
+    final_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(tuned, final_ckpt)
+    final = {"checkpoint": str(final_ckpt.relative_to(run_dir)), "checkpoint_sha256": sha256_file(final_ckpt),
+             "whdr": held_out_whdr(final_ckpt, s),
+             "widths": last["widths"], "estimated_ms": last["estimated_ms"], "measured_ms": None, "export_dir": None,
+             "long_term_steps": s.long_term_steps}
+    if s.measure:
+        notify(Progress("prune", "measure", info={"iteration": "final"}))
         _, spec, _ = load_checkpoint(final_ckpt, with_heads=False)
-        whdr = held_out_whdr(final_ckpt, cfg)
-        final = {"checkpoint": str(final_ckpt.relative_to(run_dir)), "whdr": whdr, "widths": last["widths"],
-                 "estimated_ms": last["estimated_ms"], "measured_ms": None, "export_dir": None,
-                 "long_term_steps": cfg["long_term_steps"]}
-        if cfg["measure"]:
-            notify("measure", {"iteration": "final"})
-            m = _measure(spec, final_ckpt, cfg, final_dir / "export")
-            final.update(measured_ms=m["measured_ms"], export_dir=str(Path(m["run_dir"]).relative_to(run_dir)))
-            _bench_record(Path(m["run_dir"]), cfg)
-            final["tflite_whdr"] = _evaluate_export(Path(m["run_dir"]), cfg)
-        record["final"] = final
-        record["status"] = "done"
-        record["finished_at"] = _now()
-        _write(run_dir, record)
+        m = _measure(spec, final_ckpt, s, final_dir / "export")
+        final.update(measured_ms=m["measured_ms"], export_dir=str(Path(m["run_dir"]).relative_to(run_dir)))
+        export = read_export_record(m["run_dir"])  # the artifact the store links the final step to
+        final.update(artifact_sha256=export.tflite_artifact()["sha256"], params=export.model.get("params"))
+        _bench_record(Path(m["run_dir"]), s)
+        final["tflite_whdr"] = _evaluate_export(Path(m["run_dir"]), s)
+    return final
+
+
+def finish(run: Run, store: str | os.PathLike | None | bool = False, notify: ProgressFn = silent) -> PruneResult:
+    """Long-term fine-tune, export + benchmark on the device, eval, store ingestion (once; a done run is returned)."""
+    if run.record["status"] != "done":
+        run.record["final"] = _final_model(run, notify)
+        run.record["status"] = "done"
+        run.record["finished_at"] = _now()
+        run.save()
         if store is not False:
-            record["store"] = _ingest(run_dir, record, store)
-            _write(run_dir, record)
-    final = record["final"]
-    return PruneResult(run_dir, record, run_dir / final["checkpoint"],
-                       run_dir / final["export_dir"] if final.get("export_dir") else None)
+            run.record["store"] = _ingest(run.run_dir, run.record, store)
+            run.save()
+    final = run.record["final"]
+    return PruneResult(run.run_dir, run.record, run.run_dir / final["checkpoint"],
+                       run.run_dir / final["export_dir"] if final.get("export_dir") else None)
 
 
-def _bench_record(export_dir: Path, cfg: dict) -> None:
+def _bench_record(export_dir: Path, settings: PruneSettings) -> None:
     """bench.json beside the final export (the bench stage), so the store links latency to the artifact."""
     from mobiledepth.bench import bench
 
-    bench(export_dir, devices=[cfg["device"]], delegate=cfg["delegate"], threads=cfg["threads"], runs=cfg["measure_runs"])
+    bench(export_dir, devices=[settings.device], delegate=settings.delegate, threads=settings.threads,
+          runs=settings.measure_runs)
 
 
-def _evaluate_export(export_dir: Path, cfg: dict) -> float:
+def _evaluate_export(export_dir: Path, settings: PruneSettings) -> float:
     """WHDR of the exported TFLite model on the held-out split at its own (deploy) input size;
     ``eval.json`` beside the export, for the store."""
     from mobiledepth.evaluate.evaluate import evaluate
 
-    export = json.loads((export_dir / "export.json").read_text())
-    tflite = next(a for a in export["artifacts"] if a["format"] == "tflite")
-    result = evaluate(str(export_dir / tflite["path"]), cfg["data"], backend="tflite", split=cfg["val_split"],
-                      limit=int(cfg["val_limit"]) if cfg.get("val_limit") else None, out=export_dir / "eval.json")
+    tflite = read_export_record(export_dir).tflite_artifact()
+    result = evaluate(str(export_dir / tflite["path"]), settings.data, backend="tflite", split=settings.val_split,
+                      limit=int(settings.val_limit) if settings.val_limit else None, out=export_dir / "eval.json")
     return result.value
 
 
 def _ingest(run_dir: Path, record: dict, store) -> dict:
     """Put the run (every step), the final export, its benchmark and its measured accuracy into the shared store."""
-    from mobiledepth.report.store import open_store
+    from mobiledepth.store import open_store
 
     with open_store(store if store else None) as db:
         summary = {"path": str(db.path), "records": 0}
         export_dir = run_dir / record["final"]["export_dir"] if record["final"].get("export_dir") else None
         for name in ("export.json", "bench.json", "eval.json"):
             if export_dir is not None and (export_dir / name).exists():
-                db.ingest(json.loads((export_dir / name).read_text()), base_dir=export_dir)
+                db.ingest_file(export_dir / name)
                 summary["records"] += 1
         db.ingest(record, base_dir=run_dir)  # the trajectory: one store row per step
         summary["records"] += 1
     return summary
+
+
+# ----------------------------------------------------------------------------- the stage
+def prune(settings: PruneSettings, out: str | os.PathLike | None = None,
+          store: str | os.PathLike | None | bool = False, progress: ProgressFn | None = None) -> PruneResult:
+    """Run NetAdapt from a trained checkpoint to the target latency (``out``: default :func:`default_run_dir`).
+
+    ``store``: a store path, ``None`` for the default store, ``False`` to skip ingestion (checked first)."""
+    from mobiledepth.store import check_store_choice
+
+    check_store_choice(store)
+    notify = progress or silent
+    run = start(settings, out, notify)
+    iterate(run, notify)
+    return finish(run, store, notify)
+
+
+def resume(run_dir: str | os.PathLike, workers: int | None = None, choose: str | None = None,
+           store: str | os.PathLike | None | bool = False, progress: ProgressFn | None = None) -> PruneResult:
+    """Continue the run saved in ``run_dir`` where it stopped (``workers`` may change; ``choose`` must not)."""
+    from mobiledepth.store import check_store_choice
+
+    check_store_choice(store)
+    notify = progress or silent
+    run = reopen(run_dir, workers, choose)
+    iterate(run, notify)
+    return finish(run, store, notify)

@@ -35,6 +35,12 @@ def _read(path: Path) -> dict | None:
         return None
 
 
+def _finished(job: dict, result: dict, on_done: Callable[[dict, dict], None] | None) -> dict:
+    if on_done:
+        on_done(job, result)
+    return result
+
+
 def run_jobs(fn: Callable[[dict], dict], jobs: list[dict], workers: int = 1, timeout_s: float | None = None,
              on_done: Callable[[dict, dict], None] | None = None) -> list[dict]:
     """Results of ``fn(job)`` for every job (each job needs a ``result_path``), in job order.
@@ -46,19 +52,23 @@ def run_jobs(fn: Callable[[dict], dict], jobs: list[dict], workers: int = 1, tim
     for index, job in enumerate(jobs):
         previous = _read(Path(job["result_path"]))
         if previous is not None:
-            results[index] = {**previous, "reused": True}
-            if on_done:
-                on_done(job, results[index])
+            results[index] = _finished(job, {**previous, "reused": True}, on_done)
         else:
             pending.append(index)
     if workers <= 1:
         for index in pending:
             _child(fn, jobs[index])
-            results[index] = _read(Path(jobs[index]["result_path"])) or {"ok": False, "error": "no result written"}
-            if on_done:
-                on_done(jobs[index], results[index])
-        return results  # type: ignore[return-value]
+            result = _read(Path(jobs[index]["result_path"])) or {"ok": False, "error": "no result written"}
+            results[index] = _finished(jobs[index], result, on_done)
+    else:
+        for index, result in _run_in_processes(fn, jobs, pending, workers, timeout_s):
+            results[index] = _finished(jobs[index], result, on_done)
+    return results  # type: ignore[return-value]
 
+
+def _run_in_processes(fn: Callable[[dict], dict], jobs: list[dict], pending: list[int], workers: int,
+                      timeout_s: float | None):
+    """Yield (job index, result) as spawned workers finish, at most ``workers`` alive at once."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
@@ -75,19 +85,20 @@ def run_jobs(fn: Callable[[dict], dict], jobs: list[dict], workers: int = 1, tim
             timed_out = timeout_s is not None and time.monotonic() - started > timeout_s
             if proc.is_alive() and not timed_out:
                 continue
-            if timed_out and proc.is_alive():
-                proc.kill()
-                proc.join(5)
-                result = {"ok": False, "error": f"worker timed out after {timeout_s:.0f} s and was killed"}
-            else:
-                proc.join()
-                result = _read(Path(jobs[index]["result_path"])) or {
-                    "ok": False, "error": f"worker died without a result (exit code {proc.exitcode})"}
             del running[index]
-            if not result.get("ok", False) and not Path(jobs[index]["result_path"]).exists():
-                # keep the failure so a resume does not retry a proposal that kills its worker
-                write_json_atomic(jobs[index]["result_path"], result)
-            results[index] = result
-            if on_done:
-                on_done(jobs[index], result)
-    return results  # type: ignore[return-value]
+            yield index, _outcome(proc, timed_out, timeout_s, Path(jobs[index]["result_path"]))
+
+
+def _outcome(proc, timed_out: bool, timeout_s: float | None, result_path: Path) -> dict:
+    """A finished (or overdue, then killed) worker's result; a failure is kept so a resume does not retry it."""
+    if timed_out and proc.is_alive():
+        proc.kill()
+        proc.join(5)
+        result = {"ok": False, "error": f"worker timed out after {timeout_s:.0f} s and was killed"}
+    else:
+        proc.join()
+        result = _read(result_path) or {"ok": False, "error": f"worker died without a result (exit code {proc.exitcode})"}
+    if not result.get("ok", False) and not result_path.exists():
+        # keep the failure so a resume does not retry a proposal that kills its worker
+        write_json_atomic(result_path, result)
+    return result

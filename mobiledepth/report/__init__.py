@@ -1,1 +1,1 @@
-"""The store (one SQLite file of artifacts, benchmarks, evaluations), the report, and the CI latency gate."""
+"""The report: Markdown / HTML / JSON / CSV and plots from the store (mobiledepth.store); the gate is mobiledepth.gate."""

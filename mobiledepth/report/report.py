@@ -7,6 +7,8 @@ reported figures (model cards in ``models/*.yaml``, key ``card.reported``) are a
 reference rows, marked "reported, not measured". Flags: silent delegate fallback, partial
 delegation, failed run, stale artifact (its spec changed since export). NetAdapt runs in the
 store are drawn as trajectories on the plot and listed step by step ("Pruning runs").
+Every row shows the artifact's input size; rows of random (untrained) weights and artifacts with
+poor parity with PyTorch (e.g. int8) are flagged.
 
 Formats: Markdown, a single self-contained HTML page (the latency-vs-WHDR plot embedded as a
 base64 PNG), JSON and CSV.
@@ -27,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from mobiledepth.errors import UserError
-from mobiledepth.report.store import ArtifactRow, BenchRow, EvalRow, PruneStepRow, Store
+from mobiledepth.store import ArtifactRow, BenchRow, EvalRow, PruneStepRow, Store
 
 FORMATS = ("md", "html", "json", "csv")
 REPORTED = "reported, not measured"
@@ -37,7 +39,10 @@ FLAG_TEXT = {
     "failed": "FAILED run",
     "stale": "stale: the model's spec changed since this artifact was exported",
     "reported": REPORTED,
+    "random": "random weights: untrained, the WHDR says nothing about a trained model",
+    "parity": "poor parity with PyTorch",
 }
+POOR_ORDINAL_AGREEMENT = 0.98  # below this an artifact orders depth pairs visibly unlike PyTorch (int8: ~0.93-0.95)
 
 
 @dataclass
@@ -49,6 +54,7 @@ class Row:
     device: str
     delegate: str | None
     precision: str | None = None
+    input_size: str | None = None  # "HxW" of the artifact, as --input-size takes it
     threads: int | None = None
     n: int | None = None
     p50_ms: float | None = None
@@ -67,6 +73,9 @@ class Row:
     error: str | None = None
     tool: str | None = None
     started_at: str | None = None
+    random_weights: bool | None = None  # None: the records do not say (written before the field existed)
+    seed: int | None = None
+    ordinal_agreement: float | None = None  # the artifact's parity with PyTorch
 
 
 @dataclass
@@ -141,10 +150,10 @@ def spec_hash_checker() -> Callable[[str, str | None], str]:
     def current_hashes(name: str) -> set[str] | None:
         if name not in cache:
             try:
-                from mobiledepth.arch import resolve_spec, spec_hash
+                from mobiledepth.arch import spec_from_record, spec_hash
                 from mobiledepth.io import sha256_json
 
-                spec = resolve_spec(name)
+                spec = spec_from_record(name, "the store")  # a zoo name only: a record names no code
                 cache[name] = {spec_hash(spec), sha256_json(spec)}
             except Exception:  # unknown model, broken YAML, arch not importable: we cannot tell
                 cache[name] = None
@@ -225,15 +234,43 @@ def _latest_per_combo(results: list[BenchRow]) -> list[BenchRow]:
     return list(latest.values())
 
 
-def _accuracy(artifact: ArtifactRow | None, sha: str | None, evals: list[EvalRow]) -> tuple[float | None, str | None, str | None]:
-    """WHDR of the artifact itself, else of the checkpoint it was exported from (newest wins)."""
+def _accuracy(artifact: ArtifactRow | None, sha: str | None, evals: list[EvalRow]) -> tuple[EvalRow | None, str | None]:
+    """The WHDR eval of the artifact itself, else of the checkpoint it was exported from (newest wins),
+    and which of the two it is."""
     whdr = [e for e in evals if (e.metric or "").lower() == "whdr"]
     for key, origin in ((sha, "artifact"), (artifact.checkpoint_sha256 if artifact else None, "checkpoint")):
         if key:
             hits = [e for e in whdr if e.artifact_sha256 == key]
             if hits:
-                return hits[-1].value, origin, hits[-1].dataset_name
-    return None, None, None
+                return hits[-1], origin
+    return None, None
+
+
+def _weights_origin(artifact: ArtifactRow | None, accuracy: EvalRow | None) -> tuple[bool | None, int | None]:
+    """Random weights if the artifact or the eval behind the WHDR says so; False if one says trained;
+    None when neither record says (older records: shown as before, unflagged)."""
+    said = [x for x in (artifact, accuracy) if x is not None and x.random_weights is not None]
+    for x in said:
+        if x.random_weights:
+            return True, x.seed
+    return (False, None) if said else (None, None)
+
+
+def poor_parity(parity: dict | None) -> bool:
+    """Published below its parity bar (fp16 of random weights), or, without a bar (int8), ordinal
+    agreement with PyTorch under POOR_ORDINAL_AGREEMENT."""
+    if not parity:
+        return False
+    if parity.get("passed") is False:
+        return True
+    ordinal = parity.get("ordinal_agreement")
+    return isinstance(ordinal, (int, float)) and ordinal < POOR_ORDINAL_AGREEMENT
+
+
+def _size_text(artifact: ArtifactRow | None) -> str | None:
+    if artifact is None or None in artifact.input_size:
+        return None
+    return "x".join(str(v) for v in artifact.input_size)
 
 
 def _device_label(r: BenchRow, multi_serial: set[str]) -> str:
@@ -252,20 +289,17 @@ def _measured_row(r: BenchRow, artifact: ArtifactRow | None, evals: list[EvalRow
     spread = None
     if stats.get("p95") is not None and stats.get("p5") is not None:
         spread = _ms(stats["p95"] - stats["p5"])
-    whdr, whdr_from, dataset = _accuracy(artifact, r.artifact_sha256, evals)
+    accuracy, whdr_from = _accuracy(artifact, r.artifact_sha256, evals)
     status = spec_status(model, artifact.spec_hash if artifact else None)
-    flags = []
-    if r.failed:
-        flags.append("failed")
-    if r.fallback:
-        flags.append("fallback")
-    elif r.delegation_status == "partial":
-        flags.append("partial")
-    if status == "stale":
-        flags.append("stale")
+    random_weights, seed = _weights_origin(artifact, accuracy)
+    parity = artifact.parity if artifact else None
+    flags = [flag for flag, on in (
+        ("failed", r.failed), ("fallback", r.fallback), ("partial", not r.fallback and r.delegation_status == "partial"),
+        ("stale", status == "stale"), ("random", random_weights), ("parity", poor_parity(parity))) if on]
     return Row(
         source="measured", model=model, device=device, delegate=r.delegate,
-        precision=r.precision or (artifact.precision if artifact else None), threads=r.threads,
+        precision=r.precision or (artifact.precision if artifact else None), input_size=_size_text(artifact),
+        threads=r.threads,
         n=stats.get("count") if not r.failed else 0,
         p50_ms=None if r.failed else _ms(stats.get("median")),
         p90_ms=None if r.failed else _ms(stats.get("p90")),
@@ -273,8 +307,10 @@ def _measured_row(r: BenchRow, artifact: ArtifactRow | None, evals: list[EvalRow
         mean_ms=None if r.failed else _ms(stats.get("mean")),
         std_ms=None if r.failed else _ms(stats.get("std")),
         params=artifact.params if artifact else None, macs=artifact.macs if artifact else None,
-        whdr=whdr, whdr_from=whdr_from, whdr_dataset=dataset, artifact_sha256=r.artifact_sha256,
+        whdr=accuracy.value if accuracy else None, whdr_from=whdr_from,
+        whdr_dataset=accuracy.dataset_name if accuracy else None, artifact_sha256=r.artifact_sha256,
         spec_status=status, flags=flags, error=r.error, tool=r.tool, started_at=r.started_at,
+        random_weights=random_weights, seed=seed, ordinal_agreement=(parity or {}).get("ordinal_agreement"),
     )
 
 
@@ -291,6 +327,11 @@ def prune_runs(steps: Iterable[PruneStepRow]) -> list[PruneRun]:
     return list(runs.values())
 
 
+def _size_key(size: str | None) -> tuple[int, ...]:
+    """ "128x128" before "256x256" (numerically); unknown first."""
+    return tuple(int(v) for v in size.split("x")) if size else ()
+
+
 def build_report(
     store: Store,
     devices: Sequence[str] = (),
@@ -304,6 +345,9 @@ def build_report(
     """
     spec_status = spec_status or spec_hash_checker()
     notes: list[str] = []
+    if not Path(store.path).exists():
+        notes.append(f"there is no store at {store.path} yet (nothing measured): run export / bench / eval, "
+                     "or 'mobiledepth store import'; or pass another with --store PATH")
     artifacts = store.artifacts()
     evals = store.evals()
     results = _latest_per_combo(store.bench_results())
@@ -328,7 +372,8 @@ def build_report(
         row for row in everything
         if _matches(row.model, models) and _matches(row.device, devices)
     ]
-    rows.sort(key=lambda r: (r.source != "measured", r.model, r.device, r.delegate or "", r.precision or "", r.threads or 0))
+    rows.sort(key=lambda r: (r.source != "measured", r.model, _size_key(r.input_size), r.device, r.delegate or "",
+                             r.precision or "", r.threads or 0))
     return Report(
         rows=rows,
         generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -353,12 +398,12 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, flo
 
 
 def plot_points(report: Report) -> list[dict]:
-    """One point per model x device (its fastest successful delegate) having both p50 and WHDR."""
+    """One point per model x input size x device (its fastest successful delegate) having both p50 and WHDR."""
     best: dict[tuple, Row] = {}
     for row in report.rows:
         if row.p50_ms is None or row.whdr is None or "failed" in row.flags:
             continue
-        key = (row.source, row.model, row.device)
+        key = (row.source, row.model, row.input_size, row.device)
         if key not in best or row.p50_ms < best[key].p50_ms:
             best[key] = row
     # a reported 'Galaxy S21' and a measured 'galaxy_s21' are one device: one colour, one name
@@ -366,8 +411,9 @@ def plot_points(report: Report) -> list[dict]:
     for r in sorted(best.values(), key=lambda r: r.source != "measured"):
         labels.setdefault(_norm(r.device), r.device)
     return [
-        {"source": r.source, "model": r.model, "device": labels[_norm(r.device)], "delegate": r.delegate,
-         "latency_ms": r.p50_ms, "whdr": r.whdr, "params": r.params}
+        {"source": r.source, "model": r.model, "input_size": r.input_size, "device": labels[_norm(r.device)],
+         "delegate": r.delegate, "latency_ms": r.p50_ms, "whdr": r.whdr, "params": r.params,
+         "random_weights": r.random_weights}
         for r in best.values()
     ]
 
@@ -415,6 +461,8 @@ def render_plot_png(report: Report, dpi: int = 110) -> bytes:
             ax.scatter(p["latency_ms"], p["whdr"], s=size, color=colors[p["device"]] if measured else "none",
                        edgecolors=colors[p["device"]], linewidths=1.5, marker="o" if measured else "D", zorder=3)
             label = p["model"].split(" / ")[-1]  # a card variant: its own name is enough
+            label += f" {p['input_size']}" if p["input_size"] else ""
+            label += " [random weights]" if p["random_weights"] else ""
             right = p["latency_ms"] > 0.7 * max_latency  # near the right edge: label on the left
             ax.annotate(f"{label} ({p['delegate']})", (p["latency_ms"], p["whdr"]), fontsize=7,
                         xytext=(-6 if right else 6, 5), textcoords="offset points", ha="right" if right else "left")
@@ -458,20 +506,30 @@ def render_plot_png(report: Report, dpi: int = 110) -> bytes:
 # --------------------------------------------------------------------------- renderers
 
 COLUMNS = (
-    ("model", "model"), ("precision", "precision"), ("device", "device"), ("delegate", "delegate"),
+    ("model", "model"), ("precision", "precision"), ("input_size", "input"), ("device", "device"), ("delegate", "delegate"),
     ("threads", "threads"), ("n", "n"), ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"),
     ("spread_ms", "spread ms (p95-p5)"), ("params", "params M"), ("macs", "MACs G"), ("whdr", "WHDR"),
     ("flags", "flags"),
 )
 
 
+def flag_text(row: Row, flag: str) -> str:
+    """A flag in words, with its detail: the error of a failed run, the seed of random weights, the
+    ordinal agreement of poor parity."""
+    text = FLAG_TEXT[flag]
+    if flag == "failed" and row.error:
+        return f"{text}: {row.error}"
+    if flag == "random" and row.seed is not None:
+        return f"{text} (seed {row.seed})"
+    if flag == "parity" and row.ordinal_agreement is not None:
+        return f"{text}: ordinal agreement {row.ordinal_agreement:.3f} (under {POOR_ORDINAL_AGREEMENT})"
+    return text
+
+
 def _cell(row: Row, key: str) -> str:
     value = getattr(row, key)
     if key == "flags":
-        parts = [FLAG_TEXT[f] for f in row.flags]
-        if "failed" in row.flags and row.error:
-            parts[parts.index(FLAG_TEXT["failed"])] = f"FAILED run: {row.error}"
-        return "; ".join(parts)
+        return "; ".join(flag_text(row, f) for f in row.flags)
     if value is None:
         return "-"
     if key == "params":
@@ -491,6 +549,9 @@ def _legend() -> list[str]:
         "p50 / p90: median and 90th percentile of the raw timed runs; spread: p95 - p5 (the width of the middle 90 %).",
         "WHDR: of the same artifact (sha256); '(ckpt)' = measured on the checkpoint it was exported from.",
         f"Rows marked '{REPORTED}' are the paper's figures from the model cards in models/*.yaml.",
+        "input: the artifact's input size (HxW); 'random weights': exported or evaluated without a checkpoint; "
+        f"'poor parity': the artifact orders depth pairs unlike PyTorch (ordinal agreement under "
+        f"{POOR_ORDINAL_AGREEMENT}, typical of int8) or was published below its parity bar.",
     ]
 
 
@@ -560,6 +621,7 @@ th{background:#eef}td.l{text-align:left}tr.reported td{background:#f6f6f6;color:
 .flag{display:inline-block;border-radius:3px;padding:0 4px;margin:1px;font-size:11px;font-style:normal}
 .failed{background:#d33;color:#fff}.fallback{background:#f90}.partial{background:#fd6}
 .stale{background:#96f;color:#fff}.reported{background:#ccc}img{max-width:100%;margin-top:16px}
+.random{background:#36c;color:#fff}.parity{background:#c60;color:#fff}
 """
 
 
@@ -594,11 +656,10 @@ def render_html(report: Report, png: bytes | None = None) -> str:
             if key == "flags":
                 spans = []
                 for flag in row.flags:
-                    text = FLAG_TEXT[flag] + (f": {row.error}" if flag == "failed" and row.error else "")
-                    spans.append(f'<span class="flag {flag}">{html.escape(text)}</span>')
+                    spans.append(f'<span class="flag {flag}">{html.escape(flag_text(row, flag))}</span>')
                 cells.append(f'<td class="l">{"".join(spans)}</td>')
             else:
-                cls = ' class="l"' if key in ("model", "precision", "device", "delegate") else ""
+                cls = ' class="l"' if key in ("model", "precision", "input_size", "device", "delegate") else ""
                 cells.append(f"<td{cls}>{html.escape(_cell(row, key))}</td>")
         body.append(f'<tr class="{row.source}">{"".join(cells)}</tr>')
     if not report.rows:
@@ -628,17 +689,38 @@ def prune_run_dict(run: PruneRun) -> dict:
     return {**{k: v for k, v in asdict(run).items() if k != "steps"}, "label": run.label, "steps": steps}
 
 
+def _round_number(key: str, value: Any) -> Any:
+    """Digits that mean something: milliseconds to the microsecond, WHDR and agreements to 4 decimals,
+    any other float to 6 significant digits (no 0.30000000000000004)."""
+    if not isinstance(value, float):
+        return value
+    if key.endswith("_ms"):
+        return round(value, 3)
+    if key in ("whdr", "ordinal_agreement"):
+        return round(value, 4)
+    return float(f"{value:.6g}")
+
+
+def rounded(data: Any, key: str = "") -> Any:
+    """``data`` (dicts / lists / numbers) with every float rounded by its key (see ``_round_number``)."""
+    if isinstance(data, dict):
+        return {k: rounded(v, k) for k, v in data.items()}
+    if isinstance(data, list):
+        return [rounded(v, key) for v in data]
+    return _round_number(key, data)
+
+
 def report_dict(report: Report) -> dict:
     """The report as plain JSON-able data (``prune_runs`` only when the store has pruning runs)."""
     data = {
         "kind": "report", "schema": 1, "generated_at": report.generated_at, "store": report.store_path,
         "filters": report.filters, "notes": report.notes,
-        "rows": [{**asdict(r), "flag_text": [FLAG_TEXT[f] for f in r.flags]} for r in report.rows],
+        "rows": [{**asdict(r), "flag_text": [flag_text(r, f) for f in r.flags]} for r in report.rows],
         "plot_points": plot_points(report),
     }
     if report.prune_runs:
         data["prune_runs"] = [prune_run_dict(run) for run in report.prune_runs]
-    return data
+    return rounded(data)
 
 
 CSV_FIELDS = [f for f in Row.__dataclass_fields__]
@@ -656,16 +738,17 @@ def _prune_csv_rows(runs: Sequence[PruneRun]) -> Iterable[dict]:
 
 
 def render_csv(report: Report) -> str:
-    """One CSV line per row; flags joined with ';'. Pruning steps follow, with their own columns at the end."""
+    """One CSV line per row; flags joined with ';', numbers rounded as in JSON. Pruning steps follow, with
+    their own columns at the end."""
     buffer = io.StringIO()
     extra = PRUNE_CSV_FIELDS if report.prune_runs else []
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS + extra, lineterminator="\n")
     writer.writeheader()
     for row in report.rows:
         data = asdict(row)
-        data["flags"] = ";".join(FLAG_TEXT[f] for f in row.flags)
-        writer.writerow(data)
-    writer.writerows(_prune_csv_rows(report.prune_runs))
+        data["flags"] = ";".join(flag_text(row, f) for f in row.flags)
+        writer.writerow(rounded(data))
+    writer.writerows(rounded(list(_prune_csv_rows(report.prune_runs))))
     return buffer.getvalue()
 
 

@@ -21,13 +21,11 @@ import math
 import signal
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
-
 import torch
 
 from mobiledepth.errors import UserError
+from mobiledepth.progress import Progress, ProgressFn, silent
 from mobiledepth.train.config import dump_yaml, load_yaml, loss_terms, resolve_config
 from mobiledepth.train.distill import Teacher, check_tap, forward_with_tap, load_model_ref
 from mobiledepth.train.losses import pairwise_loss, ranking_loss, rmse_loss, with_heads
@@ -157,202 +155,313 @@ def _trim_metrics(path: Path, step: int) -> None:
     write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
-def _load_split(data: str, split: str | None, skip_bad: bool, required: bool):
+RESUME_KEYS = ("step", "epoch", "optimizer", "scheduler", "rng_torch")
+
+
+def read_resume_point(path: Path, model) -> dict:
+    """Read ``last.pt`` and load its weights into ``model``; a damaged or foreign file is a one-line UserError.
+
+    Returns the checkpoint's meta (optimiser, scheduler, rebalancer and RNG state) for :func:`_restore`."""
+    from mobiledepth.arch.checkpoint import load_state_dict_strict, read_checkpoint
+
+    state = read_checkpoint(path)
+    meta = state.get("meta") or {}
+    missing = [key for key in RESUME_KEYS if key not in meta]
+    if meta.get("kind") != STATE_KIND or missing:
+        raise UserError(f"{path} is not a resume point of 'mobiledepth train' (kind {meta.get('kind')!r}"
+                        f"{', lacks ' + ', '.join(missing) if missing else ''}); start a new run with --out")
+    load_state_dict_strict(model, state["state_dict"], str(path))
+    return meta
+
+
+def _restore(meta: dict, optimizer, scheduler, rebalancer) -> tuple[Rebalancer | None, int]:
+    """Load a resume point's optimisation state (its weights are already in the model); returns (rebalancer, step)."""
+    optimizer.load_state_dict(meta["optimizer"])
+    scheduler.load_state_dict(meta["scheduler"])
+    if rebalancer is not None and meta.get("rebalancer"):
+        rebalancer = Rebalancer.from_state_dict(meta["rebalancer"])
+    torch.set_rng_state(meta["rng_torch"])
+    return rebalancer, int(meta["step"])
+
+
+def _load_split(data: str, split: str | None, skip_bad: bool, required: bool, limit: int | None = None):
     from mobiledepth.data.diw import load_dataset
 
     path = Path(data)
     try:
-        return load_dataset(path, split=None if path.is_file() else split, skip_bad=skip_bad)
+        return load_dataset(path, split=None if path.is_file() else split, skip_bad=skip_bad, limit=limit)
     except UserError:
         if required:
             raise
         return None
 
 
+@dataclass
+class TrainSetup:
+    """A run checked and ready to start: config, run directory, data (decoded once), model, teacher."""
+
+    cfg: dict
+    run_dir: Path
+    data: str
+    resume: bool
+    train_data: object  # DiwData
+    val_data: object | None
+    model: torch.nn.Module
+    spec: dict
+    teacher: Teacher | None
+    resume_meta: dict | None = None  # the resume point's state (its weights are already in ``model``)
+
+    def skipped(self) -> tuple[int, int]:
+        """(images, pairs) dropped by ``data.skip_bad`` from the training and validation data."""
+        parts = [d for d in (self.train_data, self.val_data) if d is not None]
+        return sum(d.skipped_images for d in parts), sum(d.skipped_pairs for d in parts)
+
+
+def _resolve_run(config, data, out, resume, overrides: dict) -> tuple[dict, Path, str]:
+    """The config, run directory and data path of a new or resumed run; the run directory is checked writable."""
+    from mobiledepth.io import check_writable
+
+    if resume is None:
+        if data is None or out is None:
+            raise UserError("train needs --data DIR and --out RUN_DIR (or --resume RUN_DIR)")
+        cfg = resolve_config(config, **overrides)
+        run_dir = check_writable(out, "--out", folder=True)
+        if (run_dir / "checkpoints" / "last.pt").exists():
+            raise UserError(f"{run_dir} already holds a run; pass --resume {run_dir} or choose another --out")
+        return cfg, run_dir, data
+    run_dir = Path(resume)
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / "checkpoints" / "last.pt").is_file():
+        raise UserError(f"{run_dir} is not a resumable run (needs config.yaml and checkpoints/last.pt)")
+    check_writable(run_dir, "--resume", folder=True)
+    saved = load_yaml(run_dir / "config.yaml")
+    data = data or saved.pop("data_path", None)
+    saved.pop("data_path", None)
+    allowed = {k: v for k, v in overrides.items() if k in ("epochs", "max_steps", "max_minutes") and v is not None}
+    other = [k for k, v in overrides.items() if v is not None and k not in allowed]
+    if other:
+        raise UserError(f"--resume continues the saved config; {', '.join(other)} cannot change (start a new run instead)")
+    return resolve_config(saved, **allowed), run_dir, data
+
+
+def prepare(
+    config: str | dict | None = None, data: str | None = None, out: str | None = None, resume: str | None = None,
+    **overrides,
+) -> TrainSetup:
+    """Check everything a run needs before the first step (config, run directory, every image, model, teacher)."""
+    cfg, run_dir, data = _resolve_run(config, data, out, resume, overrides)
+    if cfg["threads"]:
+        torch.set_num_threads(int(cfg["threads"]))
+    data_cfg = cfg["data"]
+    train_data = _load_split(data, data_cfg["train_split"], data_cfg["skip_bad"], required=True)
+    val_data = None
+    if data_cfg["val_split"] and not Path(data).is_file() and data_cfg["val_split"] != data_cfg["train_split"]:
+        val_data = _load_split(data, data_cfg["val_split"], data_cfg["skip_bad"], required=False,
+                               limit=int(data_cfg["val_limit"]) if data_cfg["val_limit"] else None)
+    torch.manual_seed(int(cfg["seed"]))  # the seed fixes the init
+    model, spec = load_model_ref(cfg["model"], with_heads=bool(cfg["loss"]["intermediate"]))
+    check_tap(model, cfg["loss"]["student_tap"], "student")
+    teacher = Teacher(cfg["teacher"], cfg["loss"]["teacher_tap"]) if cfg["teacher"] else None
+    if not cfg["rebalance"]["enabled"]:
+        fixed_weights(cfg)  # a missing loss weight is found now, not at the first step
+    resume_meta = read_resume_point(run_dir / "checkpoints" / "last.pt", model) if resume is not None else None
+    return TrainSetup(cfg, run_dir, data, resume is not None, train_data, val_data, model, spec, teacher, resume_meta)
+
+
 # --------------------------------------------------------------------------- the loop
+def validation_whdr(model, data, input_size: tuple[int, int], batch_size: int = 16):
+    """WHDR of ``model`` (in eval mode, no gradients) on DIW-format ``data``, read as ``mobiledepth eval`` reads it.
+
+    Only WHDR's loop and arithmetic come from evaluate (:mod:`mobiledepth.evaluate.whdr`), not
+    its backends: training runs the torch module itself."""
+    from mobiledepth.evaluate.whdr import evaluate_runtime
+
+    def predict(images):
+        return model(torch.from_numpy(images)).numpy()
+
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        total, _ = evaluate_runtime(predict, data, input_size, batch_size)
+    model.train(was_training)
+    return total
+
+
+class _Loop:
+    """A run between steps: optimiser, scheduler, rebalancer, loss weights and the step count (what
+    ``last.pt`` saves), the data order, and where records go."""
+
+    def __init__(self, setup: TrainSetup, progress: ProgressFn):
+        """Build the optimisation state, restore it from the resume point or start a fresh run directory."""
+        from mobiledepth.data.dataset import DiwDataset
+
+        cfg = self.cfg = setup.cfg
+        self.setup, self.progress, self.model = setup, progress, setup.model
+        self.model.train()
+        self.optimizer = make_optimizer(self.model.parameters(), cfg)
+        self.scheduler = make_scheduler(self.optimizer, cfg)
+        self.names = loss_terms(cfg)
+        rb_cfg = cfg["rebalance"]
+        self.rebalancer = (Rebalancer(self.names, rb_cfg["order"], float(rb_cfg["lambda_start"]),
+                                      float(rb_cfg["lambda_step"])) if rb_cfg["enabled"] else None)
+        self.dataset = DiwDataset(setup.train_data, tuple(cfg["input_size"]), cache=bool(cfg["data"]["cache_images"]))
+        self.batch_size = int(cfg["batch_size"])
+        self.steps_per_epoch = math.ceil(len(self.dataset) / self.batch_size)
+        self.total_steps = self.steps_per_epoch * int(cfg["epochs"])
+        self.stop_at = min(self.total_steps, int(cfg["max_steps"])) if cfg["max_steps"] else self.total_steps
+        self.metrics_path = setup.run_dir / "metrics.jsonl"
+        self.step = 0
+        self._open_run_dir()
+        self.weights = dict(self.rebalancer.weights) if self.rebalancer else fixed_weights(cfg)
+        self.points = rebalance_points(self.steps_per_epoch, rb_cfg["per_epoch"])
+        self.budget = float(cfg["max_minutes"]) * 60 if cfg["max_minutes"] else None
+        self.val_whdr: float | None = None
+        self.start_time = time.perf_counter()
+
+    def _open_run_dir(self) -> None:
+        """Resume: restore the state, drop the records of the lost future; new: an empty log. Then config.yaml."""
+        from mobiledepth.io import write_text_atomic
+
+        setup = self.setup
+        if setup.resume_meta is not None:
+            self.rebalancer, self.step = _restore(setup.resume_meta, self.optimizer, self.scheduler, self.rebalancer)
+            _trim_metrics(self.metrics_path, self.step)
+        else:
+            setup.run_dir.mkdir(parents=True, exist_ok=True)
+            self.metrics_path.unlink(missing_ok=True)
+        # the resolved config, with the stopping keys as used now (they may change on resume)
+        write_text_atomic(setup.run_dir / "config.yaml",
+                          dump_yaml({**self.cfg, "data_path": str(Path(setup.data).resolve())}))
+
+    def log(self, record: dict) -> None:
+        with open(self.metrics_path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def notify(self, record: dict) -> None:
+        self.progress(Progress("train", record["event"], done=self.step, total=self.stop_at, info=record))
+
+    def checkpoint(self, tag: str | None = None) -> Path:
+        """Refresh ``last.pt`` (and write ``<tag>.pt`` too when tagged); returns the last one written."""
+        tags = ["last"] + ([tag] if tag else [])
+        for name in tags:
+            path = save_state(self.setup.run_dir / "checkpoints" / f"{name}.pt", self.model, self.setup.spec, self.cfg,
+                              self.optimizer, self.scheduler, self.rebalancer, self.step,
+                              self.step // self.steps_per_epoch)
+        return path
+
+    def epoch(self, interrupt: _Interrupt) -> str:
+        """Steps to the end of the current epoch (or the step budget); 'done', or why it stopped early."""
+        from mobiledepth.data.dataset import collate
+
+        epoch = self.step // self.steps_per_epoch
+        order = epoch_order(len(self.dataset), int(self.cfg["seed"]), epoch)
+        for in_epoch in range(self.step - epoch * self.steps_per_epoch, self.steps_per_epoch):
+            if self.step >= self.stop_at:
+                break
+            chosen = order[in_epoch * self.batch_size : (in_epoch + 1) * self.batch_size]
+            self.train_step(collate([self.dataset[i] for i in chosen]), epoch, in_epoch)
+            stopped = self.after_step(in_epoch, interrupt)
+            if stopped:
+                return stopped
+        return "done"
+
+    def train_step(self, batch: dict, epoch: int, in_epoch: int) -> None:
+        """One optimiser step; the rebalancer updates at its points; the step is logged and reported."""
+        terms = compute_terms(self.model, batch, self.cfg, self.setup.teacher)
+        total = sum(self.weights[name] * terms[name] for name in self.names)
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        self.step += 1
+        values = {name: float(terms[name].detach()) for name in self.names}
+        if self.rebalancer is not None:
+            self.rebalancer.accumulate(values)
+            if in_epoch in self.points:
+                self.weights = self.rebalancer.rebalance(epoch, self.step)
+                # history epochs are 0-based (they index the lambda schedule); the log's are 1-based
+                self.log({"event": "rebalance", **self.rebalancer.history[-1], "step": self.step, "epoch": epoch + 1})
+        event = {"event": "step", "step": self.step, "epoch": epoch + 1, "total_steps": self.stop_at,
+                 "lr": self.optimizer.param_groups[0]["lr"], "loss": values, "weights": dict(self.weights),
+                 "total": float(total.detach())}
+        if self.step % int(self.cfg["log_every"]) == 0 or self.step == 1:
+            self.log(event)
+        self.notify(event)
+
+    def after_step(self, in_epoch: int, interrupt: _Interrupt) -> str | None:
+        """Epoch end and periodic checkpoints; 'interrupt' or 'time' when the run must stop now."""
+        if in_epoch == self.steps_per_epoch - 1:
+            self.end_epoch()
+        every = self.cfg["checkpoint"]["every_steps"]
+        if every and self.step % int(every) == 0:
+            self.checkpoint()
+        if interrupt.requested:
+            return "interrupt"
+        if self.budget is not None and time.perf_counter() - self.start_time > self.budget:
+            return "time"
+        return None
+
+    def end_epoch(self) -> None:
+        """Scheduler step, validation WHDR, the epoch record and checkpoint."""
+        self.scheduler.step()
+        done_epoch = self.step // self.steps_per_epoch
+        record = {"event": "epoch", "step": self.step, "epoch": done_epoch,
+                  "seconds": time.perf_counter() - self.start_time}
+        if self.setup.val_data is not None:
+            val = validation_whdr(self.model, self.setup.val_data, tuple(self.cfg["input_size"]), batch_size=16)
+            self.val_whdr = val.value
+            record.update(val_whdr=val.value, val_pairs=val.pairs)
+        self.log(record)
+        self.notify(record)
+        self.checkpoint(f"epoch_{done_epoch}")
+
+
 def train(
     config: str | dict | None = None,
     data: str | None = None,
     out: str | None = None,
     resume: str | None = None,
-    progress: Callable[[dict], None] | None = None,
+    progress: ProgressFn | None = None,
     **overrides,
 ) -> TrainResult:
     """Train (or resume) a model; returns where everything went and how it ended.
 
     ``overrides`` are config keys (dotted for nested ones, e.g. ``loss.rmse=False``) applied
     over the YAML; on ``resume`` only the stopping keys (epochs, max_steps, max_minutes) may change.
+    ``progress`` gets a ``Progress("train", "step" | "epoch", done=step, total=steps, info=record)``.
     """
-    from mobiledepth.data.dataset import DiwDataset, collate
-    from mobiledepth.io import write_json_atomic, write_text_atomic
+    return run(prepare(config, data=data, out=out, resume=resume, **overrides), progress)
 
-    if resume is not None:
-        run_dir = Path(resume)
-        if not (run_dir / "config.yaml").is_file() or not (run_dir / "checkpoints" / "last.pt").is_file():
-            raise UserError(f"{run_dir} is not a resumable run (needs config.yaml and checkpoints/last.pt)")
-        saved = load_yaml(run_dir / "config.yaml")
-        data = data or saved.pop("data_path", None)
-        saved.pop("data_path", None)
-        allowed = {k: v for k, v in overrides.items() if k in ("epochs", "max_steps", "max_minutes") and v is not None}
-        other = [k for k, v in overrides.items() if v is not None and k not in allowed]
-        if other:
-            raise UserError(f"--resume continues the saved config; {', '.join(other)} cannot change (start a new run instead)")
-        cfg = resolve_config(saved, **allowed)
-    else:
-        if data is None or out is None:
-            raise UserError("train needs --data DIR and --out RUN_DIR (or --resume RUN_DIR)")
-        cfg = resolve_config(config, **overrides)
-        run_dir = Path(out)
-        if (run_dir / "checkpoints" / "last.pt").exists():
-            raise UserError(f"{run_dir} already holds a run; pass --resume {run_dir} or choose another --out")
-    if cfg["threads"]:
-        torch.set_num_threads(int(cfg["threads"]))
 
-    train_data = _load_split(data, cfg["data"]["train_split"], cfg["data"]["skip_bad"], required=True)
-    val_split = cfg["data"]["val_split"]
-    val_data = None
-    if val_split and not Path(data).is_file() and val_split != cfg["data"]["train_split"]:
-        val_data = _load_split(data, val_split, cfg["data"]["skip_bad"], required=False)
-        if val_data is not None and cfg["data"]["val_limit"]:
-            val_data.samples = val_data.samples[: int(cfg["data"]["val_limit"])]
-
-    # model, teacher, optimisation state (the seed fixes the init)
-    torch.manual_seed(int(cfg["seed"]))
-    model, spec = load_model_ref(cfg["model"], with_heads=bool(cfg["loss"]["intermediate"]))
-    check_tap(model, cfg["loss"]["student_tap"], "student")
-    teacher = Teacher(cfg["teacher"], cfg["loss"]["teacher_tap"]) if cfg["teacher"] else None
-    model.train()
-    optimizer = make_optimizer(model.parameters(), cfg)
-    scheduler = make_scheduler(optimizer, cfg)
-    names = loss_terms(cfg)
-    rb_cfg = cfg["rebalance"]
-    rebalancer = (
-        Rebalancer(names, rb_cfg["order"], float(rb_cfg["lambda_start"]), float(rb_cfg["lambda_step"]))
-        if rb_cfg["enabled"] else None
-    )
-
-    dataset = DiwDataset(train_data, tuple(cfg["input_size"]), cache=bool(cfg["data"]["cache_images"]))
-    batch_size = int(cfg["batch_size"])
-    steps_per_epoch = math.ceil(len(dataset) / batch_size)
-    total_steps = steps_per_epoch * int(cfg["epochs"])
-    stop_at = min(total_steps, int(cfg["max_steps"])) if cfg["max_steps"] else total_steps
-    checkpoints = run_dir / "checkpoints"
-    metrics_path = run_dir / "metrics.jsonl"
-    step = 0
-
-    if resume is not None:
-        from mobiledepth.arch.checkpoint import load_state_dict_strict, read_checkpoint
-
-        state = read_checkpoint(checkpoints / "last.pt")
-        meta = state["meta"]
-        load_state_dict_strict(model, state["state_dict"], str(checkpoints / "last.pt"))
-        optimizer.load_state_dict(meta["optimizer"])
-        scheduler.load_state_dict(meta["scheduler"])
-        if rebalancer is not None and meta.get("rebalancer"):
-            rebalancer = Rebalancer.from_state_dict(meta["rebalancer"])
-        torch.set_rng_state(meta["rng_torch"])
-        step = int(meta["step"])
-        _trim_metrics(metrics_path, step)
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(run_dir / "config.yaml", dump_yaml({**cfg, "data_path": str(Path(data).resolve())}))
-        if metrics_path.exists():
-            metrics_path.unlink()
-    # the resolved config, with the stopping keys as used now (they may change on resume)
-    write_text_atomic(run_dir / "config.yaml", dump_yaml({**cfg, "data_path": str(Path(data).resolve())}))
-
-    def log(record: dict) -> None:
-        with open(metrics_path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-
-    def checkpoint(tag: str | None = None) -> Path:
-        path = save_state(checkpoints / "last.pt", model, spec, cfg, optimizer, scheduler, rebalancer, step, step // steps_per_epoch)
-        if tag:
-            path = save_state(checkpoints / f"{tag}.pt", model, spec, cfg, optimizer, scheduler, rebalancer, step, step // steps_per_epoch)
-        return path
-
-    def end_epoch(val_whdr):
-        """Scheduler step, validation WHDR, epoch checkpoint; returns the latest val WHDR."""
-        scheduler.step()
-        done_epoch = step // steps_per_epoch
-        record = {"event": "epoch", "step": step, "epoch": done_epoch, "seconds": time.perf_counter() - start_time}
-        if val_data is not None:
-            from mobiledepth.evaluate.evaluate import evaluate_module
-
-            val = evaluate_module(model, val_data, tuple(cfg["input_size"]), batch_size=16)
-            val_whdr = val.value
-            record.update(val_whdr=val.value, val_pairs=val.pairs)
-        log(record)
-        if progress is not None:
-            progress(record)
-        checkpoint(f"epoch_{done_epoch}")
-        return val_whdr
-
-    weights = dict(rebalancer.weights) if rebalancer else fixed_weights(cfg)
-    points = rebalance_points(steps_per_epoch, rb_cfg["per_epoch"])
-    start_time = time.perf_counter()
-    budget = float(cfg["max_minutes"]) * 60 if cfg["max_minutes"] else None
+def run(setup: TrainSetup, progress: ProgressFn | None = None) -> TrainResult:
+    """Run a prepared setup to its end (or Ctrl-C, or its step / time budget)."""
+    loop = _Loop(setup, progress or silent)
     stopped = "done"
-    val_whdr = None
     with _Interrupt() as interrupt:
-        while step < stop_at:
-            epoch = step // steps_per_epoch
-            order = epoch_order(len(dataset), int(cfg["seed"]), epoch)
-            offset = step - epoch * steps_per_epoch
-            for in_epoch in range(offset, steps_per_epoch):
-                if step >= stop_at:
-                    break
-                batch = collate([dataset[i] for i in order[in_epoch * batch_size : (in_epoch + 1) * batch_size]])
-                terms = compute_terms(model, batch, cfg, teacher)
-                total = sum(weights[name] * terms[name] for name in names)
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                optimizer.step()
-                step += 1
-                values = {name: float(terms[name].detach()) for name in names}
-                if rebalancer is not None:
-                    rebalancer.accumulate(values)
-                    if in_epoch in points:
-                        weights = rebalancer.rebalance(epoch, step)
-                        # history epochs are 0-based (they index the lambda schedule); the log's are 1-based
-                        log({"event": "rebalance", **rebalancer.history[-1], "step": step, "epoch": epoch + 1})
-                event = {"event": "step", "step": step, "epoch": epoch + 1, "total_steps": stop_at,
-                         "lr": optimizer.param_groups[0]["lr"], "loss": values, "weights": dict(weights),
-                         "total": float(total.detach())}
-                if step % int(cfg["log_every"]) == 0 or step == 1:
-                    log(event)
-                if progress is not None:
-                    progress(event)
-                if in_epoch == steps_per_epoch - 1:
-                    val_whdr = end_epoch(val_whdr)
-                every = cfg["checkpoint"]["every_steps"]
-                if every and step % int(every) == 0:
-                    checkpoint()
-                if interrupt.requested:
-                    stopped = "interrupt"
-                    break
-                if budget is not None and time.perf_counter() - start_time > budget:
-                    stopped = "time"
-                    break
-            if stopped != "done":
-                break
-        if stopped == "done" and step < total_steps:
+        while loop.step < loop.stop_at and stopped == "done":
+            stopped = loop.epoch(interrupt)
+        if stopped == "done" and loop.step < loop.total_steps:
             stopped = "max_steps"
-        last = checkpoint()
+        last = loop.checkpoint()
+    result = TrainResult(setup.run_dir, None, last, loop.step, loop.stop_at, stopped == "interrupt", stopped,
+                         time.perf_counter() - loop.start_time, loop.val_whdr, dict(loop.weights))
+    return _finish(setup, result, loop.names)
 
-    seconds = time.perf_counter() - start_time
-    model_path = None
-    if stopped in ("done", "max_steps", "time"):
-        from mobiledepth.arch import save_checkpoint
 
-        model_path = save_checkpoint(run_dir / "model.pt", model, spec, input_size=list(cfg["input_size"]),
-                                     steps=step, val_whdr=val_whdr)
-    result = TrainResult(run_dir, model_path, last, step, stop_at, stopped == "interrupt", stopped, seconds,
-                         val_whdr, dict(weights))
-    write_json_atomic(run_dir / "train.json", {
-        "kind": "train", "schema": 1, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": spec.get("name"), "teacher": cfg["teacher"], "steps": step, "total_steps": stop_at,
-        "stopped": stopped, "seconds": round(seconds, 2), "val_whdr": val_whdr, "weights": weights,
-        "terms": names, "model_path": str(model_path) if model_path else None,
+def _finish(setup: TrainSetup, result: TrainResult, names: list[str]) -> TrainResult:
+    """Save ``model.pt`` (unless interrupted) and the ``train.json`` summary record."""
+    from mobiledepth.arch import save_checkpoint
+    from mobiledepth.io import write_json_atomic
+    from mobiledepth.records import new_record
+
+    cfg, spec = setup.cfg, setup.spec
+    if result.stopped in ("done", "max_steps", "time"):
+        result.model_path = save_checkpoint(result.run_dir / "model.pt", setup.model, spec,
+                                            input_size=list(cfg["input_size"]), steps=result.steps,
+                                            val_whdr=result.val_whdr)
+    write_json_atomic(result.run_dir / "train.json", {
+        **new_record("train"),
+        "model": spec.get("name"), "teacher": cfg["teacher"], "steps": result.steps, "total_steps": result.total_steps,
+        "stopped": result.stopped, "seconds": round(result.seconds, 2), "val_whdr": result.val_whdr,
+        "weights": result.weights, "terms": names,
+        "model_path": str(result.model_path) if result.model_path else None,
     })
     return result

@@ -28,11 +28,12 @@ SHARED_EXPECTED = {
         "init_us": 870557, "first_inference_us": 130565, "warmup_avg_us": 122373, "inference_avg_us": 119375,
         "stats.count": 50, "stats.min": 113737, "stats.max": 124776, "stats.avg": 119375, "stats.std": 1948,
         "stats.median": None, "warmup_stats.count": 4, "warmup_stats.avg": 122373,
-        "delegation.status": "full", "delegation.kernels": 1, "memory.init_mb": None, "failed": False,
+        "delegation.status": "full", "delegation.kernels": 1, "memory.init_mb": None, "failed": False, "error": None,
     },
     "gpu_unsupported_ops.txt": {
         "stats": None, "inference_avg_us": None, "delegation.status": "partial",
         "delegation.delegated_nodes": 62, "delegation.total_nodes": 969, "failed": True,
+        "error": "Node number 1001 (TfLiteGpuDelegate) failed to prepare.",
         "delegation.unsupported_ops": [
             {"op": op, "reason": "Operation is not supported."}
             for op in ("DELEGATE TfLiteFlexDelegate", "EQUAL", "SPLIT", "WHILE")],
@@ -44,8 +45,10 @@ SHARED_EXPECTED = {
         "memory.peak_mb": None, "delegation.status": None, "failed": False, "error": None,
     },
     "mi11_nnapi_fp16.txt": {
-        "init_us": 365972, "inference_avg_us": 92571.2, "stats.avg": 92571.2, "stats.std": 1638,
-        "stats.min": 89745, "memory.init_mb": 6.90625, "memory.overall_mb": 61.0547, "failed": False,
+        "init_us": 365972, "first_inference_us": 120877, "warmup_avg_us": 108605, "inference_avg_us": 92571.2,
+        "stats.count": 50, "stats.first": 96719, "stats.curr": 90158, "stats.avg": 92571.2, "stats.std": 1638,
+        "stats.min": 89745, "stats.max": 96719, "warmup_stats": None,
+        "memory.init_mb": 6.90625, "memory.overall_mb": 61.0547, "failed": False, "error": None,
     },
 }
 
@@ -55,19 +58,22 @@ OWN_EXPECTED = {
         "stats.count": 50, "stats.p5": 53120, "stats.median": 53988, "stats.p95": 55873, "stats.std": 842,
         "warmup_stats.count": 9, "warmup_stats.median": 55890,
         "memory.init_mb": 12.1172, "memory.overall_mb": 31.5508, "memory.peak_mb": 36.7461, "failed": False,
+        "error": None,
     },
     "info_prefixed_xnnpack.txt": {
         "inference_avg_us": 41290.7, "stats.count": 50, "stats.min": 40713, "warmup_stats.count": 12,
         "delegation.status": "full", "delegation.delegate": "XNNPACK", "delegation.delegated_nodes": 143,
         "delegation.total_nodes": 143, "delegation.partitions": 1, "memory.overall_mb": 33.2461, "failed": False,
+        "error": None,
     },
     "logcat_threadtime_apk.txt": {
         "init_us": 948113, "inference_avg_us": 26466.8, "stats.count": 50, "stats.max": 28011,
         "warmup_stats.count": 19, "delegation.status": "full", "delegation.kernels": 1, "failed": False,
+        "error": None,
     },
     "logcat_brief.txt": {
         "init_us": 412500, "inference_avg_us": 18254.2, "stats.std": 301, "warmup_stats.avg": 19874,
-        "delegation.status": "full", "delegation.delegate": "NNAPI", "failed": False,
+        "delegation.status": "full", "delegation.delegate": "NNAPI", "failed": False, "error": None,
     },
     "old_format_op_profiling.txt": {
         "init_us": 38467, "warmup_avg_us": 83235, "inference_avg_us": 79760.9, "first_inference_us": None,
@@ -78,38 +84,43 @@ OWN_EXPECTED = {
         "op_profile.ops.2.cdf_percent": 100.0, "op_profile.ops.2.times_called": 1,
         "op_profile.by_type.1.node_type": "DEPTHWISE_CONV_2D", "op_profile.by_type.1.percent": 33.395,
         "op_profile.top.0.start_ms": 0.0, "op_profile.timings.avg": 6438, "op_profile.nodes_executed": 3,
-        "failed": False,
+        "failed": False, "error": None,
     },
     "scientific_notation_slow.txt": {
         "init_us": 1210400.0, "warmup_avg_us": 2431880.0, "inference_avg_us": 2403120.0,
         "stats.avg": 2403120.0, "stats.std": 15672.4, "stats.median": 2399140,
-        "warmup_stats.count": 1, "warmup_stats.min": 2431877, "failed": False,
+        "warmup_stats.count": 1, "warmup_stats.min": 2431877, "failed": False, "error": None,
     },
     "all_same_runs.txt": {
         "stats.count": 50, "stats.min": 11, "stats.max": 11, "stats.avg": 11, "stats.std": 0,
-        "warmup_stats.count": 40, "warmup_stats.avg": 12, "inference_avg_us": 11, "failed": False,
+        "warmup_stats.count": 40, "warmup_stats.avg": 12, "inference_avg_us": 11, "failed": False, "error": None,
     },
     "gpu_partial_kernels.txt": {
         "delegation.status": "partial", "delegation.kernels": 3, "delegation.delegated_nodes": 118,
         "delegation.total_nodes": 131, "delegation.partitions": 3, "inference_avg_us": 36620.4, "failed": False,
+        "error": None,
     },
     "nnapi_silent_fallback.txt": {
         "delegation.status": "none", "delegation.delegate": "NNAPI", "delegation.kernels": 0,
-        "inference_avg_us": 118406, "failed": False,
+        "inference_avg_us": 118406, "failed": False, "error": None,
     },
     "gpu_failed_to_apply.txt": {
         "failed": True, "stats": None, "inference_avg_us": None, "delegation.status": "none",
+        "error": "Node number 205 (TfLiteGpuDelegateV2) failed to prepare.; Failed to apply GPU delegate.; "
+                 "Benchmarking failed.",
     },
-    "crash_segfault.txt": {"failed": True, "error": "Segmentation fault", "stats": None, "inference_avg_us": None},
+    "crash_segfault.txt": {"failed": True, "error": "Segmentation fault", "stats": None, "inference_avg_us": None,
+                           "init_us": 21400.0},
     "replacing_without_total.txt": {
         "delegation.status": "partial", "delegation.delegated_nodes": 62, "delegation.total_nodes": None,
-        "delegation.kernels": 2, "stats.count": 50, "warmup_stats": None,
+        "delegation.kernels": 2, "stats.count": 50, "warmup_stats": None, "inference_avg_us": 60521.3,
+        "failed": False, "error": None,
     },
     "litert_compiled_model.txt": {
         "format": "litert", "init_us": 233810.0, "first_inference_us": 7710550.0, "warmup_avg_us": 7512400.0,
         "inference_avg_us": 7430200.0, "stats.count": 10, "stats.min": 7398020.0, "stats.max": 7490770.0,
         "stats.std": 27310.0, "stats.median": None, "memory.init_mb": 41.23, "memory.overall_mb": 118.5,
-        "memory.peak_mb": 121.75, "failed": False,
+        "memory.peak_mb": 121.75, "failed": False, "error": None,
     },
 }
 
@@ -130,18 +141,19 @@ def _shared_files() -> list[Path]:
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared fixtures not found at {SHARED} (CI checks out shared/ beside the repo)")
 @pytest.mark.parametrize("path", _shared_files(), ids=lambda p: p.name)
 def test_every_shared_fixture(path):
-    parsed = parse_output(path.read_text())
-    if path.name in SHARED_EXPECTED:
-        _check(parsed, SHARED_EXPECTED[path.name])
-    # Every fixture yields numbers or a failure with its reason, never neither.
-    has_numbers = parsed["stats"] is not None or parsed["inference_avg_us"] is not None
-    assert has_numbers or parsed["failed"]
-    if parsed["failed"]:
-        assert parsed["error"]
+    assert path.name in SHARED_EXPECTED, f"{path.name}: read its values off the text into SHARED_EXPECTED"
+    _check(parse_output(path.read_text()), SHARED_EXPECTED[path.name])
 
 
 def test_every_own_output_has_expectations():
     assert sorted(p.name for p in OUTPUTS.glob("*.txt")) == sorted(OWN_EXPECTED)
+
+
+@pytest.mark.parametrize("name, expected", sorted({**SHARED_EXPECTED, **OWN_EXPECTED}.items()))
+def test_every_expectation_pins_the_outcome(name, expected):
+    """Each fixture says whether it failed, with which error, and its timing or that there is none."""
+    assert {"failed", "error", "inference_avg_us"} <= set(expected), name
+    assert (expected["error"] is not None) == expected["failed"] == (expected["inference_avg_us"] is None), name
 
 
 @pytest.mark.parametrize("name", sorted(OWN_EXPECTED))
@@ -202,12 +214,12 @@ def test_cli_parse_json(capsys):
 
 
 def test_cli_parse_failed_output_exits_1(capsys):
-    assert main(["parse", str(OUTPUTS / "crash_segfault.txt"), "--json"]) == 1
+    assert main(["parse", str(OUTPUTS / "crash_segfault.txt"), "--json"]) == 2
     assert json.loads(capsys.readouterr().out)["failed"] is True
 
 
 def test_cli_parse_missing_file(capsys, tmp_path):
-    assert main(["parse", str(tmp_path / "nope.txt")]) == 1
+    assert main(["parse", str(tmp_path / "nope.txt")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "does not exist" in err and len(err.strip().splitlines()) == 1
 

@@ -270,7 +270,7 @@ def test_cli_run_exit_codes(fake_phones, arm64_binary, phone_model, capsys):
     fake_phones.set([fake_phones.phone("A", "SM-G991B", fault="failed")])
     code = main(["run", str(phone_model), "-d", "S21", "--benchmark-binary", str(arm64_binary), "--runs", "3", "--json"])
     [result] = json.loads(capsys.readouterr().out)
-    assert code == 1 and result["failed"]
+    assert code == 2 and result["failed"]
     assert main(["run", str(phone_model), "-d", "nope-phone", "--benchmark-binary", str(arm64_binary)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: unknown device 'nope-phone'") and len(err.strip().splitlines()) == 1

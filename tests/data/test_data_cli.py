@@ -12,7 +12,7 @@ def test_synth_then_check_ok(tmp_path, capsys):
 
 def test_check_lists_problems_and_fails(tmp_path, capsys):
     (tmp_path / "d.csv").write_text("./a.thumb\n1,1,2,2,>,30,20\n./b.thumb\n1,1,2,2,?,30,20\n")
-    assert main(["data", "validate", str(tmp_path / "d.csv")]) == 1
+    assert main(["data", "validate", str(tmp_path / "d.csv")]) == 2
     out = capsys.readouterr().out
     assert "3 problem(s)" in out and "missing: 2" in out and "relation: 1" in out
 

@@ -109,7 +109,7 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("lut")
     events = []
     result = build_lut("mdepth-tiny", (64, 64), "host", "cpu", 1, out=root / "tiny.json", points=2, runs=3, warmup=1,
-                       cache_dir=root / "cache", progress=lambda *e: events.append(e))
+                       cache_dir=root / "cache", progress=events.append)
     return result, root, events
 
 
@@ -124,7 +124,10 @@ def test_tiny_build_on_host(built):
     for entry in data["entries"].values():
         assert len(entry["samples_us"]) == 3 and entry["median_us"] > 0
     assert result.measured == len(data["entries"]) and result.reused == 0
-    assert {e[0] for e in events} == {"convert", "time"}
+    assert {e.stage for e in events} == {"convert", "time"}
+    for stage in ("convert", "time"):  # each phase's count runs up to its total
+        last = [e for e in events if e.stage == stage][-1]
+        assert last.done == last.total > 0
     estimate = result.table.estimate(spec)
     assert estimate.total_us > estimate.overhead_us > 0
     # every layer of the unpruned spec is an exact grid point

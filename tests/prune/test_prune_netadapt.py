@@ -47,17 +47,26 @@ def _estimate_ms(root, spec):
     return load_table(root / "lut.json").estimate(spec).total_ms
 
 
-def test_loop_reaches_the_target(setup):
-    from mobiledepth.arch import load_checkpoint
+@pytest.fixture(scope="module")
+def full_run(setup):
+    """One uninterrupted run to 75 % of the start estimate (stored): several tests read it."""
     from mobiledepth.prune.netadapt import prune
+
+    root, ckpt, spec = setup
+    return prune(settings(root, ckpt, 0.75 * _estimate_ms(root, spec)), out=root / "run", store=root / "store.sqlite")
+
+
+def test_loop_reaches_the_target(setup, full_run):
+    from mobiledepth.arch import load_checkpoint
 
     root, ckpt, spec = setup
     start = _estimate_ms(root, spec)
     target = 0.75 * start
-    result = prune(settings(root, ckpt, target), out=root / "run", store=root / "store.sqlite")
+    result = full_run
     record = json.loads((root / "run" / "prune.json").read_text())
     assert record == result.record and record["status"] == "done" and record["kind"] == "prune"
-    assert record["settings"]["choose"] == "accuracy"
+    assert record["settings"]["choose"] == "accuracy" and record["settings"]["statistic"] == "median"
+    assert record["settings"]["input_size"] == record["settings"]["train_input_size"] == [64, 64]  # from the table
     _check_stored_trajectory(root / "store.sqlite", root / "run", record)
     its = record["iterations"]
     assert its[0]["estimated_ms"] == pytest.approx(start)
@@ -72,14 +81,18 @@ def test_loop_reaches_the_target(setup):
     model, final_spec, _ = load_checkpoint(result.final_checkpoint, with_heads=False)
     assert _estimate_ms(root, final_spec) == pytest.approx(record["final"]["estimated_ms"])
     assert model(torch.rand(1, 3, 64, 64)).shape == (1, 1, 64, 64)
-    assert 0 <= record["final"]["whdr"] <= 1
+    from mobiledepth.evaluate.evaluate import evaluate
+
+    # the recorded WHDR is the final checkpoint's, as the evaluate stage scores it on the held-out split
+    reference = evaluate(str(result.final_checkpoint), root / "data", backend="torch", split="test", input_size=(64, 64))
+    assert record["final"]["whdr"] == pytest.approx(reference.value, abs=1e-12)
 
 
 def _check_stored_trajectory(store, run_dir: Path, record: dict) -> None:
     """The store holds one step per iteration plus the final model, as prune.json says; the report draws them."""
     from mobiledepth.io import sha256_file
     from mobiledepth.report.report import build_report, render, render_plot_png
-    from mobiledepth.report.store import open_store
+    from mobiledepth.store import open_store
 
     assert record["store"]["records"] == 1  # no export without measurement: the run record only
     with open_store(store) as st:
@@ -101,8 +114,8 @@ def _stopped_after_iteration_1(run_settings, out):
     """Run NetAdapt, Ctrl-C it once iteration 1 is written; the saved prune.json."""
     from mobiledepth.prune.netadapt import prune
 
-    def stop(event, info):
-        if event == "iteration" and info["iteration"] == 1:
+    def stop(event):
+        if event.event == "iteration" and event.info["iteration"] == 1:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -110,19 +123,19 @@ def _stopped_after_iteration_1(run_settings, out):
     return json.loads((out / "prune.json").read_text())
 
 
-def test_resume_after_ctrl_c(setup):
-    from mobiledepth.prune.netadapt import prune
+def test_resume_after_ctrl_c(setup, full_run):
+    from mobiledepth.prune.netadapt import resume
 
     root, ckpt, spec = setup
     target = 0.75 * _estimate_ms(root, spec)
     saved = _stopped_after_iteration_1(settings(root, ckpt, target), root / "stopped")
     assert [it["iteration"] for it in saved["iterations"]] == [0, 1] and saved["status"] == "running"
-    result = prune(resume=root / "stopped", store=False)
+    result = resume(root / "stopped", store=False)
     assert result.record["status"] == "done"
     assert result.record["iterations"][:2] == saved["iterations"]  # nothing redone
-    full = json.loads((root / "run" / "prune.json").read_text()) if (root / "run").exists() else None
-    if full is not None:  # same choices as the uninterrupted run (deterministic fine-tune)
-        assert [it["chosen"] for it in result.record["iterations"]] == [it["chosen"] for it in full["iterations"]]
+    # the same steps as the uninterrupted run (deterministic fine-tune)
+    steps = [(it["chosen"], it["widths"], it["estimated_ms"], it["whdr"]) for it in result.record["iterations"]]
+    assert steps == [(it["chosen"], it["widths"], it["estimated_ms"], it["whdr"]) for it in full_run.record["iterations"]]
 
 
 def test_unreachable_target_is_reported_up_front(setup, tmp_path):
@@ -135,7 +148,7 @@ def test_unreachable_target_is_reported_up_front(setup, tmp_path):
 
 
 def test_bad_inputs(setup, tmp_path):
-    from mobiledepth.prune.netadapt import prune
+    from mobiledepth.prune.netadapt import prune, resume
 
     root, ckpt, spec = setup
     with pytest.raises(UserError, match="checkpoint"):
@@ -147,7 +160,7 @@ def test_bad_inputs(setup, tmp_path):
     with pytest.raises(UserError, match="measured on host/cpu"):
         prune(settings(root, ckpt, 1.0, device="S21", delegate="gpu"), out=tmp_path / "d", store=False)
     with pytest.raises(UserError, match="holds no readable prune.json"):
-        prune(resume=tmp_path, store=False)
+        resume(tmp_path, store=False)
 
 
 def test_worker_pool_survives_a_dying_worker(tmp_path):
@@ -163,6 +176,23 @@ def test_worker_pool_survives_a_dying_worker(tmp_path):
     # a rerun (resume) reuses every recorded result, including the failure
     again = run_jobs(square_or_die, jobs, workers=2)
     assert all(r["reused"] for r in again) and again[4]["value"] == 16
+
+
+def test_worker_pool_kills_a_hung_worker_and_runs_in_process_with_one(tmp_path):
+    from _jobs import square_or_die
+
+    from mobiledepth.prune.workers import run_jobs
+
+    hung = [{"x": 1, "sleep": 120, "result_path": str(tmp_path / "hung.json")},
+            {"x": 3, "result_path": str(tmp_path / "fine.json")}]
+    done = []
+    results = run_jobs(square_or_die, hung, workers=2, timeout_s=1, on_done=lambda job, res: done.append(job["x"]))
+    assert results[0] == {"ok": False, "error": "worker timed out after 1 s and was killed"}
+    assert results[1] == {"ok": True, "value": 9} and sorted(done) == [1, 3]
+    assert json.loads((tmp_path / "hung.json").read_text()) == results[0]  # a resume does not hang again
+    here = [{"x": x, "raise": x == 1, "result_path": str(tmp_path / f"here{x}.json")} for x in range(3)]
+    in_process = run_jobs(square_or_die, here, workers=1)
+    assert [r.get("value") for r in in_process] == [0, None, 4] and in_process[1]["error"] == "ValueError: bad proposal"
 
 
 def test_cli_one_line_errors(setup, tmp_path, capsys):
@@ -221,7 +251,7 @@ def test_loop_with_two_workers_and_measurement(setup, tmp_path):
     # the exported model's accuracy is measured on the TFLite file, not carried over from torch
     evaluated = json.loads((result.export_dir / "eval.json").read_text())
     assert evaluated["backend"] == "tflite" and evaluated["value"] == result.record["final"]["tflite_whdr"]
-    from mobiledepth.report.store import open_store
+    from mobiledepth.store import open_store
 
     with open_store(tmp_path / "store.sqlite") as db:
         assert [e.value for e in db.evals() if e.backend == "tflite"] == [evaluated["value"]]
@@ -238,14 +268,14 @@ def test_failed_start_leaves_nothing(setup, tmp_path):
 
 def test_measurement_that_rules_out_the_target_stops_the_run(setup, tmp_path):
     from mobiledepth.errors import StageFailed
-    from mobiledepth.prune.netadapt import prune
+    from mobiledepth.prune.netadapt import resume
 
     root, ckpt, spec = setup
     record = _stopped_after_iteration_1(settings(root, ckpt, 0.75 * _estimate_ms(root, spec)), tmp_path / "run")
     record["iterations"][1]["measured_ms"] = record["iterations"][1]["estimated_ms"] + 10.0  # the phone says: far slower
     (tmp_path / "run" / "prune.json").write_text(json.dumps(record))
     with pytest.raises(StageFailed, match="not reachable"):
-        prune(resume=tmp_path / "run", store=False)
+        resume(tmp_path / "run", store=False)
 
 
 # ----------------------------------------------------------------------------- the choice rule
@@ -281,8 +311,8 @@ def test_loss_per_ms_run_is_recorded_and_kept_on_resume(setup, tmp_path, capsys)
     with pytest.raises(UserError, match="--choose must be one of accuracy, loss-per-ms"):
         prune(settings(root, ckpt, 1.0, choose="fastest"), out=tmp_path / "bad", store=False)
 
-    def stop(event, info):
-        if event == "iteration" and info["iteration"] == 1:
+    def stop(event):
+        if event.event == "iteration" and event.info["iteration"] == 1:
             raise KeyboardInterrupt
 
     run = tmp_path / "run"
@@ -304,12 +334,11 @@ def test_loss_per_ms_run_is_recorded_and_kept_on_resume(setup, tmp_path, capsys)
 
 
 def test_resume_keeps_the_runs_workers_unless_given():
-    from mobiledepth.prune.netadapt import PruneSettings, _resume_overrides
+    from mobiledepth.prune.netadapt import PruneSettings, apply_resume_overrides
 
     def resumed(**given):
-        cfg = {"choose": "accuracy", "workers": 3}
-        _resume_overrides(PruneSettings(model="", checkpoint="", target_ms=1, data="", lut="", **given), cfg, "run")
-        return cfg["workers"]
+        saved = PruneSettings(model=None, checkpoint="c.pt", target_ms=1, data="d", workers=3, choose="accuracy")
+        return apply_resume_overrides(saved, "run", **given).workers
 
     assert resumed(workers=None, choose="accuracy") == 3  # `--choose accuracy` alone does not reset --workers
     assert resumed(workers=2, choose=None) == 2
@@ -317,3 +346,82 @@ def test_resume_keeps_the_runs_workers_unless_given():
         resumed(workers=0, choose=None)
     with pytest.raises(UserError, match="chooses proposals by accuracy"):
         resumed(workers=None, choose="loss-per-ms")
+
+
+# ----------------------------------------------------------------------------- the steps, one by one
+def test_settings_round_trip_through_the_record():
+    from mobiledepth.prune.netadapt import PruneSettings, default_run_dir
+
+    given = PruneSettings(model=None, checkpoint="runs/t/model.pt", target_ms=2.5, data="d", input_size=(64, 96),
+                          workers=2, choose="loss-per-ms")
+    saved = json.loads(json.dumps(given.to_record()))
+    assert saved["input_size"] == [64, 96] and saved["train_input_size"] is None
+    assert PruneSettings.from_record(saved) == PruneSettings(**{**given.__dict__, "input_size": [64, 96]})
+    old = {k: v for k, v in saved.items() if k != "choose"} | {"retired_option": 1}  # a run from before --choose
+    assert PruneSettings.from_record(old).choose == "accuracy"
+    assert default_run_dir(given) == Path("runs/prune-model-2.5ms")
+    assert default_run_dir(PruneSettings(model="mdepth-tiny", checkpoint="x.pt", target_ms=3, data="d")) == \
+        Path("runs/prune-mdepth-tiny-3ms")
+
+
+def _widest_cut_check(run, spec, group, width, lut_target_us, current_width):
+    """No allowed width between the proposal and the current one meets the target (the proposal is the widest)."""
+    from mobiledepth.prune.groups import set_group_widths, structure
+
+    for wider in range(width + 8, current_width, 8):
+        trial = set_group_widths(spec, {group: wider})
+        if structure(trial) == structure(spec):
+            assert run.table.estimate(trial).total_us > lut_target_us, (group, wider)
+
+
+def test_start_then_plan_cuts(setup, tmp_path):
+    from mobiledepth.prune.groups import channel_groups, set_group_widths
+    from mobiledepth.prune.netadapt import plan_cuts, start
+
+    root, ckpt, spec = setup
+    run = start(settings(root, ckpt, 0.75 * _estimate_ms(root, spec)), out=tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "prune.json").read_text()) == run.record
+    first = run.record["iterations"][0]
+    assert (first["iteration"], first["chosen"], first["measured_ms"]) == (0, None, None)
+    assert first["estimated_ms"] == pytest.approx(_estimate_ms(root, spec))
+    lut_target_us, cuts = plan_cuts(run, spec, 1)
+    start_us = first["estimated_ms"] * 1000
+    assert lut_target_us == pytest.approx(0.9 * start_us)  # initial_reduction 0.1, decay**0, nothing measured
+    widths = {g.name: g.width for g in channel_groups(spec)}
+    assert cuts and {g for g, _, _ in cuts} <= {g.name for g in channel_groups(spec) if g.prunable}
+    for group, width, estimate_us in cuts:
+        assert width % 8 == 0 and 8 <= width < widths[group]
+        assert estimate_us == pytest.approx(run.table.estimate(set_group_widths(spec, {group: width})).total_us)
+        assert estimate_us <= lut_target_us
+        _widest_cut_check(run, spec, group, width, lut_target_us, widths[group])
+
+
+def test_plan_cuts_halves_a_step_no_group_can_make(setup, tmp_path):
+    from mobiledepth.prune.netadapt import _candidates, plan_cuts, start
+
+    root, ckpt, spec = setup
+    run = start(settings(root, ckpt, 0.75 * _estimate_ms(root, spec), initial_reduction=0.6), out=tmp_path / "run")
+    current_us = run.last["estimated_ms"] * 1000
+    scheduled_us = 0.4 * current_us
+    assert _candidates(run, spec, scheduled_us) == []  # no single cut saves 60 %
+    lut_target_us, cuts = plan_cuts(run, spec, 1)
+    halvings = [k for k in range(1, 9) if lut_target_us == pytest.approx(current_us - 0.6 * current_us / 2 ** k)]
+    assert len(halvings) == 1 and cuts  # the step was halved k times, and at k - 1 halvings nothing fitted
+    assert _candidates(run, spec, current_us - 0.6 * current_us / 2 ** (halvings[0] - 1)) == []
+
+
+def test_one_step_records_the_winner_and_drops_proposal_weights(setup, tmp_path):
+    from mobiledepth.prune.netadapt import plan_cuts, start, step
+
+    root, ckpt, spec = setup
+    run = start(settings(root, ckpt, 0.75 * _estimate_ms(root, spec)), out=tmp_path / "run")
+    lut_target_us, cuts = plan_cuts(run, spec, 1)
+    entry = step(run)
+    assert json.loads((tmp_path / "run" / "prune.json").read_text())["iterations"][1] == entry
+    assert entry["target_ms"] == pytest.approx(lut_target_us / 1000)
+    assert sorted((p["group"], p["width"]) for p in entry["proposals"]) == sorted((g, w) for g, w, _ in cuts)
+    assert entry["whdr"] == min(p["whdr"] for p in entry["proposals"] if p["ok"])
+    assert (tmp_path / "run" / entry["checkpoint"]).is_file()
+    proposal_dirs = list((tmp_path / "run" / "iter_001" / "proposals").iterdir())
+    assert len(proposal_dirs) == len(cuts)
+    assert all(sorted(p.name for p in d.iterdir()) == ["result.json"] for d in proposal_dirs)

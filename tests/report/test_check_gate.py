@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
+from mobiledepth import gate
 from mobiledepth.cli import main
-from mobiledepth.cli.check_cmd import parse_tolerance
 from mobiledepth.errors import UserError
-from mobiledepth.report import check as gate
-from mobiledepth.report.check import Unmeasurable, decide, time_interleaved
+from mobiledepth.gate import Unmeasurable, decide, parse_tolerance, time_interleaved
+from mobiledepth.io import sha256_file
 
 
 def noisy(median: float, n: int, seed: int, sigma: float = 0.05, spikes: float = 0.1) -> np.ndarray:
@@ -224,15 +224,20 @@ def test_baseline_round_trip_and_mismatches(host, tiny_tflites, tmp_path):
     data = json.loads(base.read_text())
     assert data["kind"] == "latency_baseline" and len(data["samples_us"]) == 20
     assert data["model"]["input_shapes"] == [[1, 64, 64, 3]]
+    # the identity: no export.json beside these files, so no spec hash
+    assert {k: data["model"][k] for k in ("spec_hash", "precision", "input_size")} == {
+        "spec_hash": None, "precision": "fp32", "input_size": [64, 64]}
+    assert data["model"]["sha256"] == sha256_file(tiny_tflites["narrow"])
     assert data["relative_to_calibration"] == pytest.approx(data["median_us"] / data["calibration"]["median_us"])
     same = gate.check_baseline(tiny_tflites["narrow"], base, runs=20, warmup=3, model_name="tiny",
                                tolerance=SAME_MODEL_TOLERANCE)
-    assert same.exit_code == 0 and same.comparison.normalised
+    assert same.exit_code == 0 and same.comparison.normalised and same.warnings == []
     slower = gate.check_baseline(tiny_tflites["wide"], base, runs=20, warmup=3, model_name="tiny")
     assert slower.exit_code == 1 and slower.comparison.verdict == "regression"
-    with pytest.raises(UserError, match="is for model 'tiny', not 'other'"):
-        gate.check_baseline(tiny_tflites["narrow"], base, runs=20, model_name="other")
-    with pytest.raises(UserError, match=r"input shape \[\[1, 64, 64, 3\]\].*\[\[1, 32, 32, 3\]\]"):
+    assert "no spec hash" in slower.warnings[0]  # another file, no spec hash: matched by name
+    with pytest.raises(UserError, match=r"another model: model 'other' \(baseline 'tiny'\)"):
+        gate.check_baseline(tiny_tflites["wide"], base, runs=20, model_name="other")
+    with pytest.raises(UserError, match=r"input size 32x32 \(baseline 64x64\)"):
         gate.check_baseline(tiny_tflites["small"], base, runs=20, model_name="tiny")
     with pytest.raises(UserError, match="timed with 1 thread"):
         gate.check_baseline(tiny_tflites["narrow"], base, runs=20, threads=2, model_name="tiny")
@@ -259,7 +264,9 @@ def test_cli_exit_codes(host, tiny_tflites, tmp_path, capsys):
         (["check", narrow, "--against", str(tmp_path / "missing.tflite")], "does not exist"),
         (["check", narrow, "--against", str(not_json)], "is not a .tflite file"),
         (["check", narrow, "--baseline", str(not_json)], "is not JSON"),
-        (["check", str(tiny_tflites["small"]), "--baseline", str(base), "--model-name", "narrow.tflite"], "input shape"),
+        (["check", str(tiny_tflites["small"]), "--baseline", str(base), "--model-name", "narrow.tflite"], "input size"),
+        (["check", str(tiny_tflites["small"]), "--against", narrow], "input size 32x32 (--against 64x64)"),
+        (["check", narrow, "--against", narrow, "--json", str(tmp_path)], "--json"),
         (["check", narrow, "--against", narrow, "--runs", "3"], "too few"),
         (["check", narrow, "--against", narrow, "--tolerance", "abc"], "not a number"),
     ]
@@ -303,3 +310,116 @@ def test_ci_must_clear_one_for_a_regression():
     assert c.ratio > 1.05 and c.p_value < 1e-6  # the other two conditions hold ...
     assert c.ci_low < 1 and c.verdict == "within noise"  # ... the CI condition stops it
     assert decide(old, new).regression  # the same model samples A/B: a clear regression
+
+
+# --------------------------------------------------------------------------- baseline files: validation, identity
+
+def _baseline(**model) -> dict:
+    """A well-formed baseline (synthetic samples) whose model section is updated with ``model``."""
+    return {
+        "kind": gate.BASELINE_KIND, "schema": 1, "threads": 1,
+        "model": {"name": "net", "sha256": "a" * 64, "spec_hash": "s" * 64, "precision": "fp32",
+                  "input_size": [64, 64], "input_shapes": [[1, 64, 64, 3]], "input_dtypes": ["float32"], **model},
+        "calibration": {"sha256": "c" * 64, "repeat": 3},
+        "samples_us": [1000.0 + i for i in range(10)], "calibration_samples_us": [100.0 + i for i in range(10)],
+    }
+
+
+def _without(data: dict, dotted: str) -> dict:
+    section, _, key = dotted.rpartition(".")
+    (data[section] if section else data).pop(key)
+    return data
+
+
+BROKEN_BASELINES = [
+    (lambda d: _without(d, "threads"), "no 'threads' field"),
+    (lambda d: _without(d, "model.sha256"), "no 'model.sha256' field"),
+    (lambda d: _without(d, "calibration_samples_us"), "no 'calibration_samples_us' field"),
+    (lambda d: {**d, "samples_us": []}, "'samples_us' is empty"),
+    (lambda d: {**d, "calibration_samples_us": []}, "'calibration_samples_us' is empty"),
+    (lambda d: {**d, "samples_us": [1000.0] * 9 + ["fast"]}, "'samples_us' holds 'fast'"),
+    (lambda d: {**d, "calibration_samples_us": [100.0] * 9 + [-1]}, "'calibration_samples_us' holds -1"),
+    (lambda d: {**d, "samples_us": [1000.0] * 3}, "'samples_us' holds 3 timings"),
+    (lambda d: {**d, "samples_us": "1000"}, "'samples_us' is str"),
+    (lambda d: {**d, "threads": 0}, "'threads' is 0"),
+    (lambda d: {**d, "threads": True}, "'threads' is bool"),
+    (lambda d: {**d, "calibration": {"sha256": "c", "repeat": "3"}}, "'calibration.repeat'"),
+    (lambda d: {**d, "model": {**d["model"], "input_size": [64]}}, "'model.input_size'"),
+]
+
+
+@pytest.mark.parametrize("break_it, message", BROKEN_BASELINES)
+def test_a_broken_baseline_is_refused_naming_the_field(tmp_path, break_it, message):
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(break_it(_baseline())))
+    with pytest.raises(UserError, match=f"baseline {path}: .*{message}.*; recreate it with --update-baseline"):
+        gate.read_baseline(path)
+
+
+def test_a_broken_baseline_is_refused_before_any_timing(tmp_path):
+    (model,), factory = _fake_pair(tmp_path, {"m.tflite": 1000})
+    calls = []
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps({**_baseline(), "calibration_samples_us": []}))
+    with pytest.raises(UserError, match="'calibration_samples_us' is empty"):
+        gate.check_baseline(model, path, timer_factory=lambda p, t: calls.append(p) or factory(p, t))
+    assert calls == []
+    path.write_text(json.dumps(_baseline()))
+    assert gate.read_baseline(path)["threads"] == 1  # the well-formed one loads
+
+
+def _identity(**changes) -> dict:
+    return {"sha256": "b" * 64, "spec_hash": "s" * 64, "precision": "fp32", "input_size": [64, 64],
+            "input_shapes": [[1, 64, 64, 3]], "input_dtypes": ["float32"], **changes}
+
+
+def test_a_baseline_knows_its_model_by_identity_not_by_name():
+    base = _baseline()
+    # another file of the same network, precision and size (a new converter, a retrained checkpoint): accepted
+    assert gate.match_baseline_model(base, "b.json", _identity(), name="model_fp32.tflite") == []
+    # the same file under another name: the same model
+    assert gate.match_baseline_model(base, "b.json", _identity(sha256="a" * 64, spec_hash=None), name="x") == []
+    refused = [
+        (_identity(spec_hash="t" * 64), r"another network \(spec hash tttttttttttt, baseline ssssssssssss\)"),
+        (_identity(precision="fp16"), r"precision fp16 \(baseline fp32\)"),
+        (_identity(input_size=[128, 96]), r"input size 128x96 \(baseline 64x64\)"),
+    ]
+    for identity, message in refused:
+        refusal = f"baseline b.json was made for another model: {message}; .*--allow-different-model"
+        with pytest.raises(UserError, match=refusal):
+            gate.match_baseline_model(base, "b.json", identity, name="net")
+        warnings = gate.match_baseline_model(base, "b.json", identity, name="net", allow_different_model=True)
+        assert len(warnings) == 1 and "--allow-different-model" in warnings[0]
+
+
+def test_without_spec_hash_or_identity_the_name_decides_with_a_warning():
+    no_spec = _identity(spec_hash=None)
+    warnings = gate.match_baseline_model(_baseline(), "b.json", no_spec, name="net")
+    assert len(warnings) == 1 and "no spec hash for this model" in warnings[0]
+    with pytest.raises(UserError, match=r"model 'other' \(baseline 'net'\)"):
+        gate.match_baseline_model(_baseline(), "b.json", no_spec, name="other")
+    legacy = _baseline()
+    for key in ("spec_hash", "precision", "input_size"):
+        legacy["model"].pop(key)
+    warnings = gate.match_baseline_model(legacy, "b.json", _identity(spec_hash="t" * 64), name="net")
+    assert len(warnings) == 1 and "does not record the model's identity" in warnings[0]
+    with pytest.raises(UserError, match=r"input shape \[\[1, 32, 32, 3\]\] \(baseline \[\[1, 64, 64, 3\]\]\)"):
+        gate.match_baseline_model(legacy, "b.json", _identity(input_shapes=[[1, 32, 32, 3]]), name="net")
+
+
+def test_identity_comes_from_the_export_json_that_lists_the_file(host, tiny_tflites, tmp_path):
+    model = tmp_path / "model_fp32.tflite"
+    model.write_bytes(tiny_tflites["narrow"].read_bytes())
+    sha = sha256_file(model)
+    assert gate.model_identity(model)["spec_hash"] is None  # no export.json
+    record = {"kind": "export", "model": {"spec_hash": "s" * 64},
+              "artifacts": [{"path": "model_fp32.tflite", "format": "tflite", "precision": "fp16", "sha256": "0" * 64}]}
+    (tmp_path / "export.json").write_text(json.dumps(record))
+    assert gate.model_identity(model)["spec_hash"] is None  # it lists another file of that name: not this one
+    record["artifacts"][0]["sha256"] = sha
+    (tmp_path / "export.json").write_text(json.dumps(record))
+    identity = gate.model_identity(model)
+    assert identity == {"sha256": sha, "spec_hash": "s" * 64, "precision": "fp16", "input_size": [64, 64],
+                        "input_shapes": [[1, 64, 64, 3]], "input_dtypes": ["float32"]}
+    (tmp_path / "export.json").write_text('{"kind": "export", "artifacts": 3}')  # junk: ignored, read off the file
+    assert gate.model_identity(model)["precision"] == "fp32" and gate.model_identity(model)["spec_hash"] is None

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from report_records import bench_record, bench_result, eval_record, export_record, prune_record, sha
+from report_records import bench_record, bench_result, eval_record, export_record, old_store, prune_record, sha
 
 from mobiledepth.cli import main
 from mobiledepth.errors import UserError
 from mobiledepth.io import sha256_file
 from mobiledepth.report.report import build_report, render, render_plot_png
-from mobiledepth.report.store import SCHEMA_VERSION, Store, _connect, migrate, open_store, prune_run_id
+from mobiledepth.store import SCHEMA_VERSION, open_store, prune_run_id
 
 GOLDEN = Path(__file__).parent / "golden_no_prune.json"
 
@@ -131,14 +131,13 @@ def test_store_export_import_round_trip_keeps_the_steps(tmp_path, realistic_reco
 
 def test_v2_store_migrates_to_v3_and_keeps_its_rows(tmp_path, realistic_records):
     path = tmp_path / "v2.sqlite"
-    conn = _connect(path)
-    assert migrate(conn, target=2) == 2  # the store as mobiledepth wrote it before prune runs existed
-    old = Store(path, conn)
-    fill(old, realistic_records)
-    before = (old.artifacts(), old.bench_results(), old.evals())
+    old = old_store(path, 2, lambda st: fill(st, realistic_records))  # as written before prune runs existed
+    assert old.schema_version == 2
     old.close()
+    with open_store(tmp_path / "current-v2.sqlite") as st:
+        before = (st.artifacts(), st.bench_results(), st.evals())
     with open_store(path) as st:
-        assert st.schema_version == SCHEMA_VERSION == 3
+        assert st.schema_version == SCHEMA_VERSION
         assert (st.artifacts(), st.bench_results(), st.evals()) == before
         assert st.counts()["prune_steps"] == 0
         assert st.ingest(prune_record()).prune_steps == 5

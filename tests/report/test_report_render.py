@@ -17,7 +17,7 @@ from mobiledepth.errors import UserError
 from mobiledepth.report.report import (
     FLAG_TEXT, REPORTED, build_report, pareto_front, render, render_plot_png, spec_hash_checker,
 )
-from mobiledepth.report.store import open_store
+from mobiledepth.store import open_store
 
 
 def fake_spec_status(name, recorded):
@@ -97,13 +97,12 @@ def test_json_and_csv_carry_the_numbers(report):
     data = json.loads(render(report, "json"))
     assert data["kind"] == "report" and len(data["rows"]) == len(report.rows)
     host = [r for r in data["rows"] if r["model"] == "mdepth-mnv2-fbnet" and r["device"] == "host"][0]
-    assert host["p50_ms"] == pytest.approx(find(report, "mdepth-mnv2-fbnet", "host", "cpu").p50_ms)
+    assert host["p50_ms"] == round(find(report, "mdepth-mnv2-fbnet", "host", "cpu").p50_ms, 3)  # to the µs
     assert {p["source"] for p in data["plot_points"]} == {"measured", "reported"}
     rows = list(csv.DictReader(io.StringIO(render(report, "csv"))))
     assert len(rows) == len(report.rows)
     stale = [r for r in rows if r["model"] == "fastdepth" and r["device"] == "host"][0]
-    assert "stale" in stale["flags"] and float(stale["p50_ms"]) == pytest.approx(
-        find(report, "fastdepth", "host", "cpu").p50_ms)
+    assert "stale" in stale["flags"] and float(stale["p50_ms"]) == round(find(report, "fastdepth", "host", "cpu").p50_ms, 3)
 
 
 def test_markdown_table_shape(report):
@@ -254,3 +253,106 @@ def test_model_without_card_is_skipped(card_dir):
     from mobiledepth.report.report import reported_rows
 
     assert reported_rows([card_dir / "no-card.yaml"]) == []
+
+
+# --------------------------------------------------------------------------- truthful rows (issue 9)
+
+def _report_of(tmp_path, exports, evals=(), card_dir=None):
+    """The report of a store holding ``exports``, one host bench result per artifact and ``evals``."""
+    from report_records import bench_record, bench_result
+
+    results = [bench_result(a["sha256"], e["model"]["name"], "host", "cpu", 2000 + 500 * n, n, precision=a["precision"])
+               for e in exports for n, a in enumerate(e["artifacts"])]
+    with open_store(tmp_path / "truth.sqlite") as st:
+        for record in [*exports, bench_record(results), *evals]:
+            st.ingest(record)
+        return build_report(st, card_paths=[], spec_status=fake_spec_status)
+
+
+def _measured(rep, **where):
+    return [r for r in rep.rows if r.source == "measured" and all(getattr(r, k) == v for k, v in where.items())]
+
+
+def test_two_input_sizes_of_one_model_are_told_apart_in_every_format(tmp_path):
+    from report_records import eval_record, export_record
+
+    big = export_record("mdepth-tiny", "spec-current", 1000, 4000, precisions=("fp32",), size=(256, 256))
+    small = export_record("mdepth-tiny", "spec-current", 1000, 1000, precisions=("fp32",), size=(128, 128))
+    small["artifacts"][0]["sha256"] = sha("tiny-128")
+    evals = [eval_record(big["artifacts"][0]["sha256"], "mdepth-tiny", 0.2), eval_record(sha("tiny-128"), "mdepth-tiny", 0.3)]
+    rep = _report_of(tmp_path, [big, small], evals)
+    assert [r.input_size for r in _measured(rep)] == ["128x128", "256x256"]
+    assert sorted(p["input_size"] for p in plot_points_of(rep)) == ["128x128", "256x256"]  # two points, not one
+    md = render(rep, "md")
+    assert "| input |" in md and "| 128x128 |" in md and "| 256x256 |" in md
+    assert "<td class=\"l\">128x128</td>" in render(rep, "html")
+    assert [r["input_size"] for r in csv.DictReader(io.StringIO(render(rep, "csv")))] == ["128x128", "256x256"]
+    assert [r["input_size"] for r in json.loads(render(rep, "json"))["rows"]] == ["128x128", "256x256"]
+
+
+def plot_points_of(rep):
+    from mobiledepth.report.report import plot_points
+
+    return plot_points(rep)
+
+
+def test_random_weights_are_marked_and_old_records_are_not(tmp_path):
+    from report_records import eval_record, export_record
+
+    random = export_record("rand", "spec-current", 1, 1, precisions=("fp32",), random_weights=True, seed=3)
+    old = export_record("old", "spec-current", 1, 1, precisions=("fp32",), random_weights=None)  # fields unknown
+    trained = export_record("trained", "spec-current", 1, 1, precisions=("fp32",))
+    # a trained artifact evaluated as random weights (e.g. eval --model <zoo name>) is marked too
+    evals = [eval_record(trained["artifacts"][0]["sha256"], "trained", 0.4, random_weights=True, seed=11),
+             eval_record(old["artifacts"][0]["sha256"], "old", 0.2, random_weights=None)]
+    rep = _report_of(tmp_path, [random, old, trained], evals)
+    [r], [o], [t] = (_measured(rep, model=m) for m in ("rand", "old", "trained"))
+    assert (r.random_weights, r.seed, r.flags) == (True, 3, ["random"])
+    assert (o.random_weights, o.flags) == (None, [])
+    assert (t.random_weights, t.seed, t.flags) == (True, 11, ["random"])
+    for fmt in ("md", "html", "csv", "json"):
+        text = render(rep, fmt)
+        assert "random weights: untrained" in text and "(seed 3)" in text and "(seed 11)" in text, fmt
+    rows = {row["model"]: row for row in json.loads(render(rep, "json"))["rows"]}
+    assert (rows["rand"]["random_weights"], rows["rand"]["seed"], rows["old"]["random_weights"]) == (True, 3, None)
+
+
+def test_poor_parity_is_flagged(tmp_path):
+    from report_records import export_record
+
+    record = export_record("q", "spec-current", 1, 1, precisions=("fp32", "fp16", "int8"), ordinal={"int8": 0.9312})
+    fine = export_record("q-fine", "spec-current", 1, 1, precisions=("int8",), ordinal={"int8": 0.995})
+    fp16 = record["artifacts"][1]["parity"]
+    fp16.update(passed=False, enforced=False, ordinal_agreement=0.9985)  # published below its bar (random fp16)
+    rep = _report_of(tmp_path, [record, fine])
+    flags = {(r.model, r.precision): r.flags for r in _measured(rep)}
+    assert flags == {("q", "fp32"): [], ("q", "fp16"): ["parity"], ("q", "int8"): ["parity"], ("q-fine", "int8"): []}
+    for fmt in ("md", "html", "csv", "json"):
+        assert "poor parity with PyTorch: ordinal agreement 0.931" in render(rep, fmt), fmt
+
+
+def test_json_and_csv_numbers_are_rounded(tmp_path):
+    from report_records import eval_record, export_record
+
+    record = export_record("r", "spec-current", 1, 1, precisions=("fp32",))
+    ev = eval_record(record["artifacts"][0]["sha256"], "r", 0.3)
+    ev["value"] = 0.1 + 0.2  # 0.30000000000000004
+    rep = _report_of(tmp_path, [record], [ev])
+    [row] = _measured(rep)
+    assert row.whdr == 0.1 + 0.2 and len(repr(row.std_ms)) > 8  # the Python rows keep every digit
+    text_json, text_csv = render(rep, "json"), render(rep, "csv")
+    assert "0.30000000000000004" not in text_json + text_csv
+    data = json.loads(text_json)
+    [jrow] = data["rows"]
+    for key in ("p50_ms", "p90_ms", "spread_ms", "mean_ms", "std_ms"):
+        assert jrow[key] == round(getattr(row, key), 3), key
+    assert jrow["whdr"] == 0.3 and data["plot_points"][0]["latency_ms"] == round(row.p50_ms, 3)
+    [crow] = csv.DictReader(io.StringIO(text_csv))
+    assert crow["whdr"] == "0.3" and crow["p50_ms"] == str(round(row.p50_ms, 3))
+
+
+def test_report_on_a_missing_store_creates_nothing_and_says_so(tmp_path, capsys):
+    missing = tmp_path / "no" / "store.sqlite"
+    assert main(["report", "--store", str(missing)]) == 0
+    assert "there is no store at" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []

@@ -14,8 +14,8 @@ import pytest
 from report_records import bench_record, bench_result, sha
 
 from mobiledepth.errors import UserError
-from mobiledepth.report import store as store_mod
-from mobiledepth.report.store import SCHEMA_VERSION, default_store_path, open_store, stats_from_samples
+from mobiledepth import store as store_mod
+from mobiledepth.store import SCHEMA_VERSION, TABLE_COLUMNS, default_store_path, open_store
 
 
 def fill(st, records) -> None:
@@ -55,11 +55,41 @@ def test_tool_stats_used_when_tool_gives_no_raw_samples(tmp_path):
     assert row.stats_source == "tool" and row.stats["median"] == result["stats"]["median"]
 
 
-def test_stats_from_samples_hand_computed():
-    s = stats_from_samples([4, 1, 3, 2])
+def test_stats_are_android_benchs_and_hand_computed(tmp_path):
+    result = bench_result(sha("hand"), "m", "host", "cpu", 5000, 8)
+    result["samples_us"] = [4.0, 1.0, 3.0, 2.0]
+    with open_store(tmp_path / "s.sqlite") as st:
+        st.ingest(bench_record([result]))
+        s = st.bench_results()[0].stats
     assert (s["count"], s["min"], s["max"], s["mean"], s["median"]) == (4, 1, 4, 2.5, 2.5)
     assert s["p90"] == pytest.approx(3.7)  # 1 + 0.9 * 3 = 3.7 on the sorted list
-    assert stats_from_samples([]) is None
+    assert set(s) == {"count", "min", "max", "mean", "std", "median", "p90", "p5", "p95"}  # android_bench's keys
+
+
+def test_column_lists_match_the_tables_the_migrations_made(tmp_path):
+    with open_store(tmp_path / "s.sqlite") as st:
+        for table, columns in TABLE_COLUMNS.items():
+            made = [r[1] for r in st._conn.execute(f"PRAGMA table_info({table})") if r[1] != "id"]
+            assert sorted(c.name for c in columns) == sorted(made), table
+
+
+def test_every_bench_result_field_is_stored():
+    """Each field android_bench's new_result defines is a column (a nested one: itself, or each of its keys)."""
+    from android_bench.result import new_result
+
+    sources = {c.source or c.name for c in TABLE_COLUMNS["bench_results"] if c.source is not None}
+    for key, value in new_result().items():
+        nested = {f"{key}.{sub}" for sub in value} if isinstance(value, dict) else set()
+        assert key in sources or (nested and nested <= sources), f"BenchResult field {key} has no column"
+
+
+def test_a_new_bench_result_field_without_a_column_is_caught(monkeypatch):
+    import android_bench.result as ab_result
+
+    real = ab_result.new_result
+    monkeypatch.setattr(ab_result, "new_result", lambda **f: {**real(**f), "energy_mj": None})
+    with pytest.raises(AssertionError, match="energy_mj"):
+        test_every_bench_result_field_is_stored()
 
 
 def test_export_import_round_trip_and_idempotence(tmp_path, realistic_records):
@@ -144,7 +174,7 @@ def test_migration_from_v1_keeps_data_and_dedups(tmp_path):
     result = bench_result(sha("old"), "mdepth-mnv2-fbnet", "host", "cpu", 20000, 11)
     _v1_store(path, result, copies=2)
     with open_store(path) as st:
-        assert st.schema_version == SCHEMA_VERSION == 3
+        assert st.schema_version == SCHEMA_VERSION == 4
         rows = st.bench_results()
         assert len(rows) == 1 and rows[0].samples_us == result["samples_us"]
         # the v2 record key now makes a re-import of the same result a no-op
@@ -313,3 +343,51 @@ def test_numpy_values_are_stored_as_plain_json(tmp_path):
         row = st.evals()[0]
         assert (row.pairs, row.value) == (1000, 0.25)
         assert st.export_records()["records"][0]["input_size"] == [256, 256]
+
+
+# --------------------------------------------------------------------------- random weights (migration 4), read-only use
+
+def _weights_records():
+    from report_records import eval_record, export_record
+
+    random = export_record("rand", "s", 1, 1, precisions=("fp32",), random_weights=True, seed=9)
+    old = export_record("old", "s", 1, 1, precisions=("fp32",), random_weights=None)
+    evals = [eval_record(random["artifacts"][0]["sha256"], "rand", 0.5, random_weights=True, seed=9),
+             eval_record(old["artifacts"][0]["sha256"], "old", 0.2, random_weights=None)]
+    return [random, old, *evals]
+
+
+def _ingest_all(st, records):
+    for record in records:
+        st.ingest(record)
+
+
+def test_v3_store_migrates_to_v4_and_backfills_random_weights(tmp_path):
+    from report_records import old_store
+
+    path = tmp_path / "v3.sqlite"
+    old_store(path, 3, lambda st: _ingest_all(st, _weights_records())).close()
+    before = path.read_bytes()
+    for readonly in (True, False):  # read-only: upgraded in memory, the file untouched; then in place
+        with open_store(path, readonly=readonly) as st:
+            assert st.schema_version == SCHEMA_VERSION == 4
+            weights = {a.model_name: (a.random_weights, a.seed) for a in st.artifacts().values()}
+            assert weights == {"rand": (True, 9), "old": (None, None)}
+            assert {(e.model_name, e.random_weights, e.seed) for e in st.evals()} == {("rand", True, 9), ("old", None, None)}
+        if readonly:
+            assert path.read_bytes() == before
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT MAX(version) FROM mobiledepth_schema").fetchone()[0] == 4
+
+
+def test_readonly_open_of_a_missing_store_creates_nothing_and_refuses_writes(tmp_path):
+    missing = tmp_path / "sub" / "s.sqlite"
+    with open_store(missing, readonly=True) as st:
+        assert st.counts()["artifacts"] == 0
+    assert not (tmp_path / "sub").exists()
+    path = tmp_path / "s.sqlite"
+    open_store(path).close()
+    with open_store(path, readonly=True) as st:
+        with pytest.raises(UserError, match="read-only") as info:
+            st.ingest(bench_record([bench_result(sha("x"), "x", "host", "cpu", 900, 1)]))
+        assert str(path) in str(info.value) and "--store" in str(info.value)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 
 import pytest
@@ -68,7 +69,7 @@ def test_ctrl_c_saves_and_resume_is_bit_for_bit(uninterrupted, synth_root, tmp_p
     run = tmp_path / "interrupted"
 
     def press_ctrl_c(event):
-        if event["event"] == "step" and event["step"] == 4:  # mid-epoch 2, between rebalances
+        if event.event == "step" and event.done == 4:  # mid-epoch 2, between rebalances
             os.kill(os.getpid(), signal.SIGINT)
 
     first = train(CONFIG, data=str(synth_root), out=str(run), progress=press_ctrl_c)
@@ -139,3 +140,32 @@ def test_train_cli_runs_and_resumes(synth_root, tmp_path, capsys):
     assert "max_steps: 2/" in capsys.readouterr().out
     assert main(["train", "--resume", str(run), "--steps", "3"]) == 0
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["meta"]["step"] == 3
+
+
+def test_a_damaged_resume_point_is_one_line_before_any_step(uninterrupted, tmp_path):
+    from mobiledepth.train.trainer import prepare
+
+    run = tmp_path / "damaged"
+    shutil.copytree(uninterrupted.run_dir, run)
+    last = run / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])  # truncated
+    with pytest.raises(UserError, match="truncated or damaged") as info:
+        prepare(resume=str(run))
+    assert "\n" not in str(info.value)
+    shutil.copyfile(run / "model.pt", last)  # weights, but no training state
+    with pytest.raises(UserError, match="not a resume point .*lacks .*optimizer"):
+        prepare(resume=str(run))
+    assert (run / "metrics.jsonl").read_bytes() == (uninterrupted.run_dir / "metrics.jsonl").read_bytes()
+
+
+def test_validation_whdr_is_what_eval_measures(synth_root):
+    from mobiledepth.arch import build_model
+    from mobiledepth.data.diw import load_dataset
+    from mobiledepth.evaluate.evaluate import evaluate_module
+    from mobiledepth.train.trainer import validation_whdr
+
+    model = build_model("mdepth-tiny", with_heads=True, seed=3).train()
+    data = load_dataset(synth_root, split="test")
+    ours = validation_whdr(model, data, (64, 64), batch_size=4)
+    assert model.training and ours.pairs == 6
+    assert ours == evaluate_module(model, data, (64, 64), batch_size=16)

@@ -1,6 +1,6 @@
 """Build ``calibration.tflite``, the fixed model the CI gate times next to yours (run once, commit the file).
 
-    python -m mobiledepth.report.build_calibration
+    python -m mobiledepth.gate.build_calibration
 
 A small conv net (MobileNet-like: strided 3x3 conv, depthwise-separable blocks, a 1x1 head) on a
 128x128 RGB input with weights from a fixed seed, so its cost resembles a depth model's layers.
