@@ -115,18 +115,33 @@ class AttachedDevice:
     state: str
     model_code: str | None = None
     android: str | None = None
+    api_level: int | None = None
+
+
+def parse_server(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` of an adb server (``--adb-server``) -> (host, port); a bad value is a user error."""
+    host, _, port = text.strip().rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise AdbMissing(f"--adb-server '{text}' is not HOST:PORT; give e.g. lab-pc.local:5037")
+    return host.strip("[]"), int(port)
 
 
 class Adb:
     """A thin, timeout-aware wrapper over the adb client."""
 
-    def __init__(self, path: str | None = None, env: dict[str, str] | None = None, timeout_s: float = 60.0):
+    def __init__(self, path: str | None = None, env: dict[str, str] | None = None, timeout_s: float = 60.0,
+                 server: str | None = None):
         self.path = path or find_adb(env)
         self.timeout_s = timeout_s
+        self.server = server  # "HOST:PORT" of another machine's adb server (a device lab), None: the local one
+        self._server_args = []
+        if server is not None:
+            host, port = parse_server(server)
+            self._server_args = ["-H", host, "-P", str(port)]
 
     def run(self, args: list[str], timeout_s: float | None = None, serial: str | None = None) -> Completed:
         """Run ``adb [-s serial] args…``; on timeout kill adb and everything it started."""
-        argv = [self.path, *(["-s", serial] if serial else []), *args]
+        argv = [self.path, *self._server_args, *(["-s", serial] if serial else []), *args]
         timeout = self.timeout_s if timeout_s is None else timeout_s
         try:
             proc = subprocess.Popen(
@@ -165,7 +180,13 @@ class Adb:
     # -- devices -------------------------------------------------------------------------
     def devices(self) -> list[AttachedDevice]:
         """Attached devices with their state, from ``adb devices`` (TAB-separated)."""
-        done = self.checked(["devices"])
+        try:
+            done = self.checked(["devices"])
+        except (AdbError, DeviceError) as exc:
+            if self.server is None:
+                raise
+            raise AdbMissing(f"the adb server {self.server} is unreachable ({str(exc)[:160]}); check that the lab "
+                             "machine runs 'adb -a nodaemon server' (or 'adb -a start-server') and the port is open") from None
         found = []
         for line in done.stdout.splitlines():
             if not line.strip() or line.startswith(("List of devices", "*")) or "\t" not in line:
@@ -179,6 +200,8 @@ class Adb:
         if device.state == "device":
             device.model_code = self.getprop(device.serial, "ro.product.model") or None
             device.android = self.getprop(device.serial, "ro.build.version.release") or None
+            sdk = self.getprop(device.serial, "ro.build.version.sdk")
+            device.api_level = int(sdk) if sdk.isdigit() else None
         return device
 
     def get_state(self, serial: str) -> str | None:
@@ -247,6 +270,14 @@ class Adb:
         if executable:
             self.shell(serial, ["chmod", "755", remote], timeout_s=30)
         return True
+
+    def install(self, serial: str, apk: str | os.PathLike) -> None:
+        """``adb install -r -t -g APK``: replace, allow test APKs, grant runtime permissions."""
+        self.checked(["install", "-r", "-t", "-g", str(apk)], serial=serial, timeout_s=300)
+
+    def logcat(self, serial: str, *args: str) -> str:
+        """``adb logcat ARGS…`` (dump or clear; never a following read)."""
+        return self.checked(["logcat", *args], serial=serial, timeout_s=30).stdout
 
     def kill_remote(self, serial: str, pattern: str) -> None:
         """Best effort: stop a process left running on the phone after a timeout."""

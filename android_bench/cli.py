@@ -81,9 +81,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         require_full_delegation=args.require_full_delegation,
         invocations=args.invocations,
         run_timeout_s=args.timeout,
+        method=args.method,
+        host_runtime=args.host_runtime,
+        apk=args.benchmark_apk,
+        npu_libs=args.npu_libs,
     )
     models = [ModelItem(Path(m)) for m in args.models]
-    results = benchmark(models, args.device or [], options, args.serial, args.benchmark_binary, args.profiles)
+    results = benchmark(models, args.device or [], options, args.serial, args.benchmark_binary, args.profiles,
+                        adb_servers=args.adb_server)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -111,6 +116,8 @@ def render_results(results: list[dict[str, Any]]) -> str:
             [Path(r["model_path"]).name, where, r["delegate"], str(r["threads"]), _ms(s["median"]), _ms(s["mean"]),
              _ms(s["min"]), str(s["count"] or "-"), r["delegation"]["status"] or "-", status]
         )
+        if r["delegation"].get("nnapi_deprecated"):
+            notes.append(f"NOTE {where}: {deprecation_note(r)}")
         if r["failed"]:
             notes.append(f"FAILED {where}: {r['error']}")
         elif r["fallback"]:
@@ -119,6 +126,14 @@ def render_results(results: list[dict[str, Any]]) -> str:
             )
     table = _table(rows, ["model", "device", "delegate", "thr", "median ms", "mean ms", "min ms", "runs", "delegation", "status"])
     return "\n".join([table, *notes])
+
+
+def deprecation_note(result: dict[str, Any]) -> str:
+    """What to use instead of NNAPI on Android 15+ (one sentence, shared with mobiledepth bench)."""
+    from android_bench.result import NNAPI_INSTEAD
+
+    return (f"NNAPI is deprecated since Android 15 and this phone runs API {result['delegation']['api_level']}; "
+            f"{NNAPI_INSTEAD}")
 
 
 def cmd_parse(args: argparse.Namespace) -> int:
@@ -182,7 +197,7 @@ def _add_run_parser(sub) -> None:
                      help="profile name/alias (S21, S10+, pixel-6), host, or all; repeatable")
     run.add_argument("--serial", "-s", metavar="SERIAL", help="pick the phone with this adb serial")
     run.add_argument("--delegate", default="cpu", choices=DELEGATES,
-                     help="cpu (XNNPACK), gpu or nnapi (default: %(default)s)")
+                     help="cpu (XNNPACK), gpu, nnapi or npu (LiteRT 2.x) (default: %(default)s)")
     run.add_argument("--threads", type=int, default=1, metavar="N",
                      help="--num_threads of benchmark_model / the interpreter (default: %(default)s)")
     run.add_argument("--runs", type=int, default=50, metavar="N", help="timed runs (default: %(default)s)")
@@ -197,6 +212,14 @@ def _add_run_parser(sub) -> None:
                      help="repeat benchmark_model this many times, one sample each (default: %(default)s)")
     run.add_argument("--timeout", type=float, default=30.0, metavar="S",
                      help="seconds allowed per run before a hang is declared (default: %(default)s)")
+    run.add_argument("--method", choices=("shell", "apk"), default="shell",
+                     help="shell: benchmark_model over adb shell; apk: the benchmark APK, in-app timing (default: %(default)s)")
+    run.add_argument("--benchmark-apk", metavar="APK", help="the TensorFlow Lite benchmark APK for --method apk")
+    run.add_argument("--npu-libs", metavar="DIR", help="folder of the NPU vendor's libraries for --delegate npu")
+    run.add_argument("--adb-server", action="append", metavar="HOST:PORT",
+                     help="also use the phones of a lab machine's adb server; repeatable")
+    run.add_argument("--host-runtime", choices=("interpreter", "compiled_model"), default="interpreter",
+                     help="host only: TFLite Interpreter or LiteRT 2.x CompiledModel (default: %(default)s)")
     run.add_argument("--profiles", metavar="FILE", help=PROFILES_HELP)
     run.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     run.set_defaults(func=cmd_run)

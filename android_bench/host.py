@@ -21,6 +21,7 @@ from android_bench.flags import check_counts
 from android_bench.result import apply_delegation_policy, mark_failed, new_result, stats_from_samples
 
 HOST_DELEGATES = ("cpu",)
+HOST_RUNTIMES = {"interpreter": "ai-edge-litert", "compiled_model": "ai-edge-litert:CompiledModel"}  # -> tool
 
 
 def check_host_delegate(delegate: str) -> None:
@@ -29,6 +30,30 @@ def check_host_delegate(delegate: str) -> None:
         raise BenchUserError(
             f"device 'host' does not support delegate '{delegate}'; it supports: {', '.join(HOST_DELEGATES)}"
         )
+
+
+def check_host_runtime(delegate: str, runtime: str = "interpreter") -> None:
+    """Before any work: host runs this delegate, and the runtime exists in the installed ai-edge-litert."""
+    check_host_delegate(delegate)
+    if runtime not in HOST_RUNTIMES:
+        raise BenchUserError(f"unknown host runtime '{runtime}'; choose one of: {', '.join(HOST_RUNTIMES)}")
+    if runtime == "compiled_model":
+        compiled_model_api()
+
+
+def compiled_model_api():
+    """LiteRT 2.x's ``ai_edge_litert.compiled_model`` with the options API of 2.3+ (feature-detected)."""
+    try:
+        from ai_edge_litert import compiled_model as api
+    except ImportError:
+        raise BenchUserError("the CompiledModel host runtime needs ai-edge-litert 2.3 or newer: "
+                             "pip install 'ai-edge-litert>=2.3'") from None
+    if not hasattr(api, "Options") or not hasattr(api.CompiledModel, "is_fully_accelerated"):
+        raise BenchUserError(
+            f"the installed ai-edge-litert {litert_version() or '(unknown version)'} has no CompiledModel options "
+            "API (threads, accelerators); pip install 'ai-edge-litert>=2.3', or use --host-runtime interpreter"
+        )
+    return api
 
 
 def _rss_mb() -> float | None:
@@ -153,14 +178,59 @@ class HostModel:
         return (time.perf_counter_ns() - start) / 1000.0
 
 
+class CompiledHostModel:
+    """The same model through LiteRT 2.x's CompiledModel on the CPU accelerator (what current phones run)."""
+
+    def __init__(self, model_path: str | os.PathLike, threads: int = 1):
+        api = compiled_model_api()
+        self.path = Path(model_path)
+        self.rss_before_mb = _rss_mb()
+        start = time.perf_counter_ns()
+        try:
+            options = api.Options(hardware_accelerators=api.HardwareAccelerator.CPU,
+                                  cpu_options=api.CpuOptions(num_threads=threads))
+            self.model = api.CompiledModel.from_file(str(self.path), options=options)
+        except (ValueError, RuntimeError) as exc:
+            raise BenchUserError(f"{self.path.name} is not a loadable LiteRT model ({str(exc).splitlines()[0]}); re-export it") from exc
+        self.signature = next(iter(self.model.get_signature_list()), "serving_default")
+        self.inputs = self._buffers(self.model.get_input_tensor_details(self.signature), True)
+        self.outputs = self._buffers(self.model.get_output_tensor_details(self.signature), False)
+        self.init_us = (time.perf_counter_ns() - start) / 1000.0
+        rss_after = _rss_mb()
+        self.init_mb = rss_after - self.rss_before_mb if self.rss_before_mb is not None and rss_after is not None else None
+
+    def _buffers(self, details: dict[str, dict[str, Any]], fill: bool) -> dict[str, Any]:
+        make = self.model.create_input_buffer_by_name if fill else self.model.create_output_buffer_by_name
+        buffers = {}
+        for name, detail in details.items():
+            buffers[name] = make(self.signature, name)
+            if fill:
+                buffers[name].write(_fixed_input({**detail, "name": name}))
+        return buffers
+
+    def delegation(self) -> dict[str, Any]:
+        """Full or partial, from the CompiledModel's own ``is_fully_accelerated()``."""
+        full = bool(self.model.is_fully_accelerated())
+        return {"status": "full" if full else "partial", "delegated_nodes": None, "total_nodes": None,
+                "kernels": None, "fully_accelerated": full}
+
+    def time_once(self) -> float:
+        """Microseconds of one ``run_by_name`` on the fixed input."""
+        start = time.perf_counter_ns()
+        self.model.run_by_name(self.signature, self.inputs, self.outputs)
+        return (time.perf_counter_ns() - start) / 1000.0
+
+
 def run_host(
     model_path: str | os.PathLike,
     threads: int = 1,
     runs: int = 50,
     warmup: int = 5,
     require_full_delegation: bool = False,
+    runtime: str = "interpreter",
 ) -> dict[str, Any]:
-    """Benchmark a TFLite model on this machine; returns a BenchResult dict (every run kept)."""
+    """Benchmark a TFLite model on this machine (Interpreter or CompiledModel); a BenchResult, every run kept."""
+    check_host_runtime("cpu", runtime)
     check_counts(threads, runs, warmup)
     started = time.monotonic()
     path = Path(model_path)
@@ -172,14 +242,14 @@ def run_host(
         device={"profile": "host", "serial": None, "model_code": platform.machine() or None, "soc": cpu_name(), "android": None},
         delegate="cpu",
         threads=threads,
-        tool="ai-edge-litert",
+        tool=HOST_RUNTIMES[runtime],
         tool_version=litert_version(),
         runs=runs,
         warmup=warmup,
         samples_kind="per_run",
     )
-    model = HostModel(path, threads)
-    result["delegation"] = model.delegation()
+    model = CompiledHostModel(path, threads) if runtime == "compiled_model" else HostModel(path, threads)
+    result["delegation"].update(model.delegation())
     try:
         warm = [model.time_once() for _ in range(warmup)]
         samples = [model.time_once() for _ in range(runs)]

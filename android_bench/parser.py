@@ -22,6 +22,10 @@ _LOGCAT_PREFIXES = (
     re.compile(r"^(?:\d\d-\d\d\s+\d\d:\d\d:\d\d\.\d+\s+)?[VDIWEF]/[^(:]+(?:\(\s*\d+\))?\s*:\s?"),
 )
 _LEVEL_PREFIX = re.compile(r"^(?:INFO|VERBOSE|ERROR|WARNING|WARN|DEBUG)\s*:\s?")
+# LiteRT's Python tool logs "2026-12-02 01:28:45 INFO benchmark_litert_model: msg"; absl/glog "E0000 00:00:… file.cc:736] msg".
+_PY_LOGGER_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:,\d+)? (?:INFO|WARNING|ERROR|DEBUG) [\w.]+: ")
+_GLOG_PREFIX = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [\w.]+:\d+\] ")
+_WARNING_LINE = re.compile(r"^(?:WARNING|WARN|Warning)\b|^W\d{4} |^\d{4}-\d\d-\d\d [\d:,]+ WARNING ")
 _SOURCE_PREFIX = re.compile(r"^\[[\w./-]+:\d+\]\s*")  # LiteRT log lines: "[file.cc:123] msg"
 
 _STATS = re.compile(r"(?<![\w)])count=(\d+)(.*)$")
@@ -57,24 +61,33 @@ _UNSUPPORTED_OP = re.compile(r"^([A-Z][A-Z0-9_]*(?: [A-Za-z0-9_]+)?): (.+)$")
 _GPU_SPLIT = re.compile(r"(\d+) operations will run on the GPU, and the remaining (\d+) operations? will run on the CPU")
 _GPU_KERNELS = re.compile(r"Created (\d+) GPU delegate kernels")
 _FAILED_APPLY = re.compile(r"Failed to apply (.+?) delegate")
+_NNAPI_UNSUPPORTED = re.compile(r"NNAPI acceleration is unsupported on this platform")
+_NOT_LOADED = re.compile(r"\b(GPU|NPU|CPU) accelerator could not be loaded and registered")
+_FULLY_ACCELERATED = re.compile(r"^Fully accelerated:\s*(True|False)\b")
+_ACCELERATORS = re.compile(r"^Accelerators:\s*([A-Z| ]+)$")
 
 _FAILURES = re.compile(
     r"Benchmarking failed|Failed to apply .*delegate|failed to prepare|Failed to invoke|"
     r"Failed to allocate tensors|Failed to construct interpreter|Failed to mmap model|"
     r"Failed to load model|Could not open '|Segmentation fault|Aborted|Fatal signal \d+|"
     r"CANNOT LINK EXECUTABLE|not executable|Permission denied|No such file or directory|"
-    r"inaccessible or not found|: not found$|Run failed",
+    r"inaccessible or not found|: not found$|Run failed|^Traceback \(most recent call last\)|"
+    r"Failed to initialize .*environment|Requesting full delegation and CPU acceleration are incompatible|"
+    r"Model is not fully accelerated|^[A-Z]\w*Error: ",
     re.IGNORECASE,
 )
 
-_LITERT_BANNER = "========== BENCHMARK RESULTS =========="
+_LITERT_BANNER = "========== BENCHMARK RESULTS =========="  # the C++ tool's frame; the Python tool's is
+_LITERT_PY_TITLE = "BENCHMARK RESULTS"  # "====…" / " BENCHMARK RESULTS" / "====…"
 _LITERT_MS = {
     "Model initialization": "init_us",
     "Warmup (first)": "first_inference_us",
     "Warmup (avg)": "warmup_avg_us",
     "Inference (avg)": "inference_avg_us",
 }
-_LITERT_LINE = re.compile(rf"^([A-Za-z][A-Za-z ()]+?):\s+({_NUM})\s*(ms|MB)?(?:\s*\((\d+) runs\))?\s*$")
+_LITERT_LINE = re.compile(rf"^([A-Za-z][A-Za-z0-9 ()]+?):\s+({_NUM})\s*(ms|MB)?(?:\s*\((\d+) runs\))?\s*$")
+_LITERT_STATS = {"Inference (min)": "min", "Inference (max)": "max", "Inference (median)": "median",
+                 "Inference (p5)": "p5", "Inference (p95)": "p95", "Inference (std)": "std"}
 _LITERT_MEM = {"Init footprint": "init_mb", "Overall footprint": "overall_mb", "Peak memory": "peak_mb"}
 
 _PROFILE_START = re.compile(r"Operator-wise Profiling Info for Regular Benchmark Runs")
@@ -106,6 +119,8 @@ def strip_prefix(line: str) -> str:
         if stripped != text:
             text = stripped
             break
+    text = _PY_LOGGER_PREFIX.sub("", text, count=1)
+    text = _GLOG_PREFIX.sub("", text, count=1)
     text = _LEVEL_PREFIX.sub("", text, count=1)
     return _SOURCE_PREFIX.sub("", text, count=1)
 
@@ -153,6 +168,10 @@ def _empty_result() -> dict[str, Any]:
             "kernels": None,
             "partitions": None,
             "unsupported_ops": [],  # [{"op", "reason"}] as the delegate listed them
+            "delegates": {},  # every delegate the output names -> its own status (two in one run: both)
+            "fully_accelerated": None,  # LiteRT 2.x: the CompiledModel's own answer (Python tool)
+            "not_loaded": [],  # LiteRT 2.x accelerators that "could not be loaded and registered"
+            "accelerators": None,  # LiteRT 2.x Python tool: the accelerators it asked for, e.g. ["GPU", "CPU"]
         },
         "op_profile": None,
         "failed": False,
@@ -169,13 +188,16 @@ def parse_output(text: str) -> dict[str, Any]:
     failures: list[str] = []
     error_lines: list[str] = []
     in_litert = False
+    skip_rule = False
     litert_stats: dict[str, Any] = {}
     profile_lines: list[str] = []
     in_profile = False
     in_unsupported = False
+    warning = False
 
     for raw, line in zip(text.splitlines(), lines):
         body = line.strip()
+        warning = _is_warning(raw, warning)
         if _PROFILE_START.search(body):
             in_profile = True
             continue
@@ -185,13 +207,13 @@ def parse_output(text: str) -> dict[str, Any]:
             else:
                 profile_lines.append(line)
                 continue
-        if body == _LITERT_BANNER:
-            in_litert = True
-            result["format"] = "litert"
+        if body in (_LITERT_BANNER, _LITERT_PY_TITLE):
+            in_litert, skip_rule = True, body == _LITERT_PY_TITLE
+            result["format"] = "litert" if body == _LITERT_BANNER else "litert_python"
             continue
         if in_litert:
             if body.startswith("=====") and body.strip("=") == "":
-                in_litert = False
+                in_litert, skip_rule = skip_rule, False  # the Python tool's title sits between two rules
                 continue
             _parse_litert_line(body, result, litert_stats)
             continue
@@ -201,8 +223,10 @@ def parse_output(text: str) -> dict[str, Any]:
         in_unsupported = bool(_UNSUPPORTED_HEADER.search(body))
         if raw.lstrip().startswith(("ERROR", "E/")) or re.match(r"^\d\d-\d\d .*\sE\s", raw):
             error_lines.append(body)
-        if _FAILURES.search(body):
+        if not warning and _FAILURES.search(body):
             failures.append(body)
+        if _parse_litert_fact(body, result["delegation"]):
+            continue
         if body.startswith(("Timings (microseconds):", "Memory (bytes):")):
             continue  # op-profiler summaries, not wall-clock runs
         stats = parse_stats_line(body)
@@ -232,6 +256,29 @@ def parse_output(text: str) -> dict[str, Any]:
     return result
 
 
+def _is_warning(raw: str, previous: bool) -> bool:
+    """A warning line (never a failure), or the "└ …" continuation of one."""
+    text = raw.lstrip()
+    if text.startswith("\u2514"):
+        return previous
+    return bool(_WARNING_LINE.match(text))
+
+
+def _parse_litert_fact(body: str, delegation: dict[str, Any]) -> bool:
+    """LiteRT 2.x lines about the accelerators: full acceleration, load failures, the requested set."""
+    if m := _FULLY_ACCELERATED.match(body):
+        delegation["fully_accelerated"] = m.group(1) == "True"
+    elif m := _NOT_LOADED.search(body):
+        name = m.group(1).lower()
+        if name not in delegation["not_loaded"]:
+            delegation["not_loaded"].append(name)
+    elif m := _ACCELERATORS.match(body):
+        delegation["accelerators"] = [a.strip() for a in m.group(1).split("|") if a.strip()]
+    else:
+        return False
+    return True
+
+
 def _parse_summary(body: str, result: dict[str, Any]) -> bool:
     match = _SUMMARY.search(body)
     if not match:
@@ -255,10 +302,8 @@ def _parse_litert_line(body: str, result: dict[str, Any], litert_stats: dict[str
             litert_stats["avg"] = value * 1000.0
             if runs is not None:
                 litert_stats["count"] = int(runs)
-    elif key in ("Inference (min)", "Inference (max)") and unit == "ms":
-        litert_stats["min" if "min" in key else "max"] = value * 1000.0
-    elif key == "Inference (std)":
-        litert_stats["std"] = value * 1000.0  # printed as ms without a unit
+    elif key in _LITERT_STATS and unit in ("ms", None):
+        litert_stats[_LITERT_STATS[key]] = value * 1000.0  # the C++ tool prints std in ms without a unit
     elif key in _LITERT_MEM and unit == "MB":
         result["memory"][_LITERT_MEM[key]] = value
 
@@ -286,15 +331,29 @@ def _assign_stats(result: dict[str, Any], stats_lines: list[dict[str, Any]], lit
         result["format"] = "tflite"
 
 
+def _note_status(delegation: dict[str, Any], delegate: str, status: str, **counts: Any) -> None:
+    """One delegate's status; the run's status is the best one (a delegate that took the graph wins)."""
+    key = _delegate_key(delegate) or delegate
+    if _RANK.get(status, 0) >= _RANK.get(delegation["delegates"].get(key), -1):
+        delegation["delegates"][key] = status
+    if _RANK.get(status, 0) >= _RANK.get(delegation["status"], -1):
+        delegation.update(status=status, delegate=delegate, **counts)
+
+
+_RANK = {"none": 0, "partial": 1, "full": 2}
+
+
 def _parse_delegation(body: str, delegation: dict[str, Any], replacing: list[dict[str, Any]]) -> None:
     if m := _PARTIAL.search(body):
-        delegation.update(status="partial", delegate=m.group(1), kernels=int(m.group(2)))
+        _note_status(delegation, m.group(1), "partial", kernels=int(m.group(2)))
     elif m := _FULL.search(body):
-        delegation.update(status="full", delegate=m.group(1))
+        _note_status(delegation, m.group(1), "full")
     elif m := _NONE.search(body):
-        delegation.update(status="none", delegate=m.group(1), kernels=0)
+        _note_status(delegation, m.group(1), "none", kernels=0)
     elif m := _FAILED_APPLY.search(body):
-        delegation.update(status="none", delegate=m.group(1))
+        _note_status(delegation, m.group(1), "none")
+    elif _NNAPI_UNSUPPORTED.search(body):
+        _note_status(delegation, "NNAPI", "none", kernels=0)
     elif m := _REPLACING.search(body):
         replacing.append(
             {
@@ -315,7 +374,7 @@ def _parse_delegation(body: str, delegation: dict[str, Any], replacing: list[dic
 
 def _delegate_key(name: str | None) -> str | None:
     lowered = (name or "").lower()
-    for key in ("xnnpack", "nnapi", "gpu", "hexagon", "coreml"):
+    for key in ("xnnpack", "nnapi", "gpu", "hexagon", "coreml", "npu"):
         if key in lowered:
             return key
     return lowered or None

@@ -17,9 +17,30 @@ from android_bench.errors import BenchUserError
 
 # The delegates there are, and what each runs the model on: the one table the command lines
 # derive their --delegate choices and help from. A profile lists the ones its device has.
-DELEGATE_RUNTIMES = {"cpu": "XNNPACK", "gpu": "GPU delegate", "nnapi": "NNAPI delegate"}
+DELEGATE_RUNTIMES = {"cpu": "XNNPACK", "gpu": "GPU delegate", "nnapi": "NNAPI delegate", "npu": "LiteRT NPU accelerator"}
 DELEGATES = tuple(DELEGATE_RUNTIMES)
 HOST = "host"
+
+
+@dataclass(frozen=True)
+class NpuVendor:
+    """A LiteRT NPU vendor: its dispatch library, the libraries a run needs, and its environment."""
+
+    display: str
+    dispatch_library: str
+    compiler_plugin: str
+    required: tuple[str, ...] = ()
+    adsp: bool = False  # Qualcomm's DSP loads its skeleton libraries from ADSP_LIBRARY_PATH
+
+
+# The one table of LiteRT NPU vendors (SPEC §7b); profiles name a key of it with ``npu:``.
+NPU_VENDORS = {
+    "qualcomm": NpuVendor("Qualcomm AI Engine Direct (QNN)", "libLiteRtDispatch_Qualcomm.so",
+                          "libLiteRtCompilerPlugin_Qualcomm.so", ("libQnnHtp.so", "libQnnSystem.so"), adsp=True),
+    "mediatek": NpuVendor("MediaTek NeuroPilot", "libLiteRtDispatch_MediaTek.so", "libLiteRtCompilerPlugin_MediaTek.so"),
+    "google": NpuVendor("Google Tensor (Edge TPU)", "libLiteRtDispatch_GoogleTensor.so",
+                        "libLiteRtCompilerPlugin_GoogleTensor.so"),
+}
 PROFILES_ENV = "ANDROID_BENCH_PROFILES"
 BUILTIN_DIR = Path(__file__).parent / "profiles"
 
@@ -37,6 +58,8 @@ class DeviceProfile:
     big_core_mask: str | None = None
     gpu: str | None = None
     delegates: tuple[str, ...] = ("cpu",)
+    npu: str | None = None  # the NPU vendor (a key of NPU_VENDORS) when "npu" is among the delegates
+    npu_flags: tuple[str, ...] = ()  # extra LiteRT flags of this SoC's NPU (e.g. MediaTek's NeuroPilot version)
     source: str = field(default="", compare=False)
 
     @property
@@ -108,6 +131,7 @@ def _profile_from_dict(raw: dict[str, Any], source: str) -> DeviceProfile:
                 f"{source}: profile '{name}' has big_core_mask '{raw.get('big_core_mask')}'; "
                 "give a non-zero hex CPU mask such as f0 (cpu4-7)"
             )
+    npu = _npu_vendor(raw, name, delegates, source)
     return DeviceProfile(
         name=name,
         display=str(raw.get("display") or name),
@@ -118,8 +142,23 @@ def _profile_from_dict(raw: dict[str, Any], source: str) -> DeviceProfile:
         big_core_mask=mask,
         gpu=raw.get("gpu"),
         delegates=delegates,
+        npu=npu,
+        npu_flags=tuple(str(f) for f in raw.get("npu_flags") or ()),
         source=source,
     )
+
+
+def _npu_vendor(raw: dict[str, Any], name: str, delegates: tuple[str, ...], source: str) -> str | None:
+    """The profile's NPU vendor; "npu" in delegates needs one of NPU_VENDORS."""
+    vendor = raw.get("npu")
+    if vendor is None and "npu" not in delegates:
+        return None
+    if vendor not in NPU_VENDORS or "npu" not in delegates:
+        raise BenchUserError(
+            f"{source}: profile '{name}' needs both 'npu' in its delegates and npu: one of "
+            f"{', '.join(NPU_VENDORS)} (got npu: {vendor!r})"
+        )
+    return str(vendor)
 
 
 def read_profile_file(path: str | os.PathLike) -> list[DeviceProfile]:

@@ -10,7 +10,9 @@ import math
 from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence
 
-ACCELERATORS = ("gpu", "nnapi")  # delegates whose refusal means a silent CPU fallback
+ACCELERATORS = ("gpu", "nnapi", "npu")  # delegates whose refusal means a silent CPU fallback
+NNAPI_DEPRECATED_API = 35  # Android 15: NNAPI is deprecated (SPEC §7b)
+NNAPI_INSTEAD = "use --delegate gpu, or --delegate npu with LiteRT 2.x's benchmark_model"
 STATS_KEYS = ("count", "min", "max", "mean", "std", "median", "p90", "p5", "p95")
 
 
@@ -21,6 +23,20 @@ def utc_now() -> str:
 
 def empty_stats() -> dict[str, Any]:
     return {key: None for key in STATS_KEYS}
+
+
+def empty_delegation() -> dict[str, Any]:
+    """Where the graph ran, and what the run knows about it (a JSON column of the store)."""
+    return {
+        "status": None, "delegated_nodes": None, "total_nodes": None, "kernels": None, "unsupported_ops": [],
+        "delegates": {},  # classic tool: each delegate it names -> its own status
+        "fully_accelerated": None,  # LiteRT 2.x
+        "not_loaded": [],  # LiteRT 2.x accelerators that could not be loaded and registered
+        "strict_check": None,  # LiteRT 2.x: "passed" or the strict run's error
+        "api_level": None,  # the phone's ro.build.version.sdk
+        "nnapi_deprecated": False,  # an NNAPI run on API >= 35
+        "aot_compiled": None,  # NPU runs: the model was compiled ahead of time
+    }
 
 
 def new_result(**fields: Any) -> dict[str, Any]:
@@ -44,8 +60,7 @@ def new_result(**fields: Any) -> dict[str, Any]:
         "first_inference_us": None,
         "warmup_avg_us": None,
         "memory": {"init_mb": None, "overall_mb": None, "peak_mb": None},
-        "delegation": {"status": None, "delegated_nodes": None, "total_nodes": None, "kernels": None,
-                       "unsupported_ops": []},
+        "delegation": empty_delegation(),
         "fallback": False,
         "failed": False,
         "error": None,
@@ -157,6 +172,32 @@ def apply_delegation_policy(result: dict[str, Any], require_full: bool) -> dict[
     return result
 
 
+def litert_status(delegation: dict[str, Any], delegate: str, strict: bool | str | None) -> str | None:
+    """Delegation of a LiteRT 2.x run, which prints no delegation line (SPEC §7b).
+
+    ``strict`` is the strict run's outcome: True (passed), an error text (failed), None (not run).
+    An accelerator that could not be loaded means nothing ran on it; with the CPU enabled,
+    ``Fully accelerated: True`` proves nothing (the CPU accelerates too), so only the strict run
+    (``--use_cpu=false --require_full_delegation=true``) can say "full".
+    """
+    if delegate == "cpu":
+        return {True: "full", False: "partial"}.get(delegation.get("fully_accelerated"))
+    if delegate in delegation.get("not_loaded", []):
+        return "none"
+    if strict is True:
+        return "full"
+    if isinstance(strict, str) or delegation.get("fully_accelerated") is False:
+        return "partial"
+    return None
+
+
+def flag_nnapi_deprecation(result: dict[str, Any], api_level: int | None) -> None:
+    """Record the API level; an NNAPI result on Android 15+ (API >= 35) carries the deprecated flag."""
+    result["delegation"]["api_level"] = api_level
+    if result["delegate"] == "nnapi" and api_level is not None and api_level >= NNAPI_DEPRECATED_API:
+        result["delegation"]["nnapi_deprecated"] = True
+
+
 def describe_delegation(result: dict[str, Any]) -> str:
     """Plain words for where the graph really ran."""
     delegate = (result["delegate"] or "?").upper()
@@ -166,6 +207,10 @@ def describe_delegation(result: dict[str, Any]) -> str:
         counts = f" ({d['delegated_nodes']} of {d['total_nodes']} nodes on the {delegate} delegate)"
     elif d["kernels"]:
         counts = f" ({d['kernels']} delegate kernels)"
+    if d.get("not_loaded") and (result["delegate"] or "") in d["not_loaded"]:
+        counts += f"; the {delegate} accelerator could not be loaded and registered"
+    if isinstance(d.get("strict_check"), str) and d["strict_check"] != "passed":
+        counts += f"; strict run: {d['strict_check']}"
     refused = d.get("unsupported_ops") or []
     if refused:
         counts += "; ops it does not support: " + ", ".join(sorted({o["op"] for o in refused}))

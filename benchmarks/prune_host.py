@@ -7,16 +7,19 @@
    architecture at about half width and fewer blocks, so that an hour on 2 CPU cores covers
    training, a 128x128 lookup table and a dozen NetAdapt iterations) with the training
    pipeline (``mobiledepth.train.trainer.train``) for ``--train-minutes``;
-3. builds the host lookup table at the deploy size (128x128) and measures the trained model
-   end to end (export chain → fp32 TFLite → ``android_bench`` host runner); target = 60 %;
-4. runs ``mobiledepth.prune.netadapt.prune`` (fine-tune and WHDR at 64x64, latency at 128x128);
+3. builds the host lookup table at the deploy size (128x128);
+4. runs ``mobiledepth.prune.netadapt.prune`` with ``target_ratio = --fraction`` (fine-tune and WHDR
+   at 64x64, latency at 128x128): every candidate is timed interleaved with the unpruned model and
+   "met" means the upper 95 % bound of the latency ratio is under the target;
 5. baseline: one width multiplier for every group, chosen so the LUT estimate matches the
    pruned model's, cut from the same trained weights (largest-L2 filters) and fine-tuned with
    the same number of steps NetAdapt spent on its chosen path (iterations x short-term +
-   long-term); measured the same way;
-6. writes ``OUT/benchmark.json`` and ``OUT/trajectory.png`` (latency vs WHDR per iteration).
+   long-term);
+6. times NetAdapt's and the uniform model side by side with the unpruned one (the same statistic);
+7. writes ``RUN_DIR/benchmark.json`` and ``RUN_DIR/trajectory.png`` (latency vs WHDR per iteration).
 
-Exit 1 if the pruned model's measured latency misses the target.
+Training, data and the table are reused by later runs (``--run-dir`` and ``--seed`` per run).
+Exit 1 if the pruned model's upper confidence bound misses the target.
 """
 
 from __future__ import annotations
@@ -83,14 +86,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test-n", type=int, default=150)
     parser.add_argument("--train-minutes", type=float, default=6.0)
     parser.add_argument("--fraction", type=float, default=0.6, help="target = fraction x measured latency")
-    parser.add_argument("--short-term-steps", type=int, default=20)
-    parser.add_argument("--long-term-steps", type=int, default=300)
-    parser.add_argument("--initial-reduction", type=float, default=0.05)
+    parser.add_argument("--short-term-steps", type=int, default=10)
+    parser.add_argument("--long-term-steps", type=int, default=100)
+    parser.add_argument("--initial-reduction", type=float, default=0.1)
     parser.add_argument("--decay", type=float, default=0.96)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--points", type=int, default=4, help="LUT grid points per channel dim")
     parser.add_argument("--runs", type=int, default=200, help="timed runs per end-to-end measurement")
-    parser.add_argument("--rounds", type=int, default=300, help="interleaved timing rounds at the end")
+    parser.add_argument("--rounds", type=int, default=60, help="interleaved rounds of the side-by-side timing at the end")
+    parser.add_argument("--run-dir", type=Path, default=None, help="NetAdapt run directory (default: OUT/netadapt)")
+    parser.add_argument("--seed", type=int, default=0, help="fine-tuning seed of NetAdapt and the uniform baseline")
+    parser.add_argument("--no-uniform", action="store_true", help="skip the uniform-width baseline")
     parser.add_argument("--statistic", default="min", choices=["median", "p5", "min"],
                         help="latency statistic for the LUT and every measurement (p5: robust on a shared machine)")
     return parser.parse_args(argv)
@@ -120,9 +126,9 @@ def trained_start(args, out: Path, spec_path: Path, data: Path, report: dict) ->
     return spec, model, save_checkpoint(out / "trained_noheads.pt", model, spec)
 
 
-def table_and_base(args, out: Path, spec_path: Path, spec: dict, start_ckpt: Path, report: dict):
-    """The host lookup table at the deploy size and the trained model measured end to end; returns (lut, base)."""
-    from mobiledepth.prune.lut import build_lut, measure_spec
+def lookup_table(args, out: Path, spec_path: Path, report: dict):
+    """The host lookup table at the deploy size (built once, then read from the measurement cache)."""
+    from mobiledepth.prune.lut import build_lut
 
     t0 = time.perf_counter()
     log("building the host lookup table at 128x128")
@@ -131,20 +137,18 @@ def table_and_base(args, out: Path, spec_path: Path, spec: dict, start_ckpt: Pat
     report["lut"] = {"entries": len(lut.table.entries), "measured": lut.measured, "reused": lut.reused,
                      "convert_s": round(lut.convert_s, 1), "time_s": round(lut.time_s, 1)}
     report["timings_s"]["lut"] = round(time.perf_counter() - t0, 1)
-    base = measure_spec(spec, (128, 128), "host", "cpu", 1, out / "base_export", checkpoint=start_ckpt, runs=args.runs,
-                        statistic=args.statistic)
-    return lut, base
+    return lut
 
 
-def prune_settings(args, out: Path, data: Path, start_ckpt: Path, target_ms: float):
+def prune_settings(args, out: Path, data: Path, start_ckpt: Path):
     """The NetAdapt run: fine-tune and WHDR at 64x64 on the held-out test split, latency at 128x128."""
     from mobiledepth.prune.netadapt import PruneSettings
 
-    return PruneSettings(model=None, checkpoint=str(start_ckpt), target_ms=target_ms, data=str(data),
+    return PruneSettings(model=None, checkpoint=str(start_ckpt), target_ms=None, target_ratio=args.fraction, data=str(data),
                          lut=str(out / "lut.json"), input_size=(128, 128), train_input_size=(64, 64), batch_size=8,
                          threads=1, lr=1e-4, val_split="test", short_term_steps=args.short_term_steps,
                          long_term_steps=args.long_term_steps, initial_reduction=args.initial_reduction,
-                         decay=args.decay, workers=args.workers, measure_runs=args.runs)
+                         decay=args.decay, workers=args.workers, measure_runs=args.runs, seed=args.seed)
 
 
 def run_netadapt(settings, run_dir: Path, report: dict) -> dict:
@@ -164,21 +168,25 @@ def run_netadapt(settings, run_dir: Path, report: dict) -> dict:
     else:
         result = netadapt.prune(settings, out=run_dir, store=False, progress=progress)
     record, final = result.record, result.record["final"]
-    report["netadapt"] = {"measured_ms": final["measured_ms"], "estimated_ms": final["estimated_ms"], "whdr": final["whdr"],
+    report["netadapt"] = {"measured_ms": final["measured_ms"], "measured": final.get("measured"),
+                          "reference_ms": record["iterations"][0]["measured_ms"], "estimated_ms": final["estimated_ms"], "whdr": final["whdr"],
                           "iterations": len(record["iterations"]) - 1, "widths": final["widths"],
                           "wall_s": round(time.perf_counter() - t0, 1),
                           "trajectory": [{"iteration": it["iteration"], "estimated_ms": it["estimated_ms"],
                                           "measured_ms": it["measured_ms"], "whdr": it["whdr"], "chosen": it["chosen"]}
                                          for it in record["iterations"]]}
-    log(f"NetAdapt: {final['measured_ms']:.3f} ms measured (target {settings.target_ms:.3f}), WHDR {final['whdr']:.4f}")
+    m = final["measured"]
+    log(f"NetAdapt: {m['ratio']:.3f}x the unpruned model (95 % CI {m['low']:.3f}-{m['high']:.3f}; target "
+        f"{m['target_ratio']:.3f}), {final['measured_ms']:.3f} ms, WHDR {final['whdr']:.4f}")
     return record
 
 
-def uniform_baseline(args, out: Path, spec: dict, start_ckpt: Path, lut, settings, report: dict) -> dict:
-    """One width multiplier for every group at NetAdapt's estimate, fine-tuned with the same step budget."""
+def uniform_baseline(args, out: Path, spec: dict, start_ckpt: Path, lut, settings, report: dict) -> Path:
+    """One width multiplier for every group at NetAdapt's estimate, fine-tuned with the same step budget;
+    returns its TFLite file (timed side by side with NetAdapt's model and the unpruned one)."""
     from mobiledepth.arch import load_checkpoint, save_checkpoint
     from mobiledepth.prune.groups import group_widths
-    from mobiledepth.prune.lut import measure_spec
+    from mobiledepth.prune.lut import export_spec
     from mobiledepth.prune.netadapt import fine_tune, held_out_whdr
     from mobiledepth.prune.surgery import prune_model
 
@@ -187,38 +195,35 @@ def uniform_baseline(args, out: Path, spec: dict, start_ckpt: Path, lut, setting
     m, uniform, est = uniform_spec(spec, lut.table, report["netadapt"]["estimated_ms"] * 1000)
     trained_model, _, _ = load_checkpoint(start_ckpt, with_heads=False)
     cut, cut_spec = prune_model(trained_model, spec, group_widths(uniform))
-    cut_ckpt = save_checkpoint(out / "uniform" / "cut.pt", cut, cut_spec)
-    tuned = fine_tune(str(cut_ckpt), settings.data, out / "uniform" / "finetune", budget, settings, seed=0)
+    work = out / f"uniform-seed{args.seed}"
+    cut_ckpt = save_checkpoint(work / "cut.pt", cut, cut_spec)
+    tuned = fine_tune(str(cut_ckpt), settings.data, work / "finetune", budget, settings, seed=args.seed)
     whdr = held_out_whdr(tuned, settings)
-    measured = measure_spec(cut_spec, (128, 128), "host", "cpu", 1, out / "uniform" / "export", checkpoint=tuned,
-                            runs=args.runs, statistic=args.statistic)
-    report["uniform"] = {"multiplier": m, "estimated_ms": est / 1000, "measured_ms": measured["latency_us"] / 1000,
-                         "whdr": whdr, "fine_tune_steps": budget, "widths": group_widths(cut_spec),
-                         "wall_s": round(time.perf_counter() - t0, 1)}
-    log(f"uniform x{m}: {measured['latency_us'] / 1000:.3f} ms measured, WHDR {whdr:.4f} ({budget} steps)")
-    return measured
+    tflite, _ = export_spec(cut_spec, (128, 128), work / "export", checkpoint=tuned)
+    report["uniform"] = {"multiplier": m, "estimated_ms": est / 1000, "whdr": whdr, "fine_tune_steps": budget,
+                         "widths": group_widths(cut_spec), "wall_s": round(time.perf_counter() - t0, 1)}
+    log(f"uniform x{m}: WHDR {whdr:.4f} ({budget} steps)")
+    return tflite
 
 
-def side_by_side(args, models: dict[str, str], report: dict) -> float:
-    """The models timed in the same run, interleaved (the machine is shared: absolute numbers drift
-    between moments, ratios measured side by side do not); returns NetAdapt / base."""
-    from mobiledepth.prune.lut import interleaved_host
+def side_by_side(args, reference: Path, models: dict[str, Path], report: dict) -> dict:
+    """The pruned models timed in one session interleaved with the unpruned reference (the shared
+    statistic: median per-round ratio with its 95 % order-statistic CI); returns {name: RatioInterval}."""
+    from mobiledepth.prune.lut import time_against
 
-    side = interleaved_host(models, rounds=args.rounds)
-    report["side_by_side"] = {k: {m: v for m, v in d.items() if m != "samples_us"} for k, d in side.items()}
-    ratio = side["netadapt"][args.statistic] / side["base"][args.statistic]
-    report["side_by_side_ratio"] = ratio
-    log("side by side (µs, " + args.statistic + "): " + ", ".join(f"{k} {v[args.statistic]:.0f}" for k, v in side.items())
-        + f"; NetAdapt/base = {ratio:.3f} (target fraction {args.fraction})")
-    return ratio
+    timing = time_against(models, reference, rounds=args.rounds, max_rounds=args.rounds)
+    report["side_by_side"] = {"rounds": timing.rounds, "reference_ms": timing.reference_us / 1000,
+                              **{name: r.to_dict() for name, r in timing.ratios.items()}}
+    log("side by side vs the unpruned model: " + ", ".join(
+        f"{name} {r.ratio:.3f}x [{r.low:.3f}, {r.high:.3f}]" for name, r in timing.ratios.items())
+        + f" (target {args.fraction})")
+    return timing.ratios
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
     import yaml
-
-    from mobiledepth.prune.netadapt import held_out_whdr
 
     torch.set_num_threads(1)
     out = args.out
@@ -230,29 +235,27 @@ def main(argv: list[str] | None = None) -> int:
     data = args.data or out / "data"
     ensure_data(data, args.train_n, args.test_n)
     spec, model, start_ckpt = trained_start(args, out, spec_path, data, report)
-    lut, base = table_and_base(args, out, spec_path, spec, start_ckpt, report)
-    base_ms = base["latency_us"] / 1000
-    target = args.fraction * base_ms
-    settings = prune_settings(args, out, data, start_ckpt, target)
-    base_whdr = held_out_whdr(start_ckpt, settings)
-    report["base"] = {"measured_ms": base_ms, "median_ms": base["median_us"] / 1000,
-                      "estimated_ms": lut.table.estimate(spec).total_ms, "whdr": base_whdr,
+    lut = lookup_table(args, out, spec_path, report)
+    settings = prune_settings(args, out, data, start_ckpt)
+    run_dir = args.run_dir or out / "netadapt"
+    record = run_netadapt(settings, run_dir, report)
+    final, first = record["final"], record["iterations"][0]
+    report["base"] = {"measured_ms": first["measured_ms"], "estimated_ms": first["estimated_ms"], "whdr": first["whdr"],
                       "params": sum(p.numel() for p in model.parameters())}
-    log(f"trained model: {base_ms:.3f} ms measured, WHDR {base_whdr:.4f}; target {target:.3f} ms")
-    run_dir = out / "netadapt"
-    final = run_netadapt(settings, run_dir, report)["final"]
-    uniform = uniform_baseline(args, out, spec, start_ckpt, lut, settings, report)
-    ratio = side_by_side(args, {"base": base["tflite"],
-                                "netadapt": str(run_dir / final["export_dir"] / "model_fp32.tflite"),
-                                "uniform": uniform["tflite"]}, report)
-    report["target_ms"] = target
-    report["target_met"] = (final["measured_ms"] is not None and final["measured_ms"] <= target
-                            and ratio <= args.fraction)
-    report["netadapt_more_accurate"] = final["whdr"] < report["uniform"]["whdr"]
+    report["target_ratio"], report["target_ms"] = args.fraction, record["target_ms"]
+    # met: the final model's upper 95 % bound, timed interleaved with the unpruned model, is under the target
+    report["target_met"] = bool(final.get("measured") and final["measured"]["met"])
+    if not args.no_uniform:
+        models = {"netadapt": run_dir / final["export_dir"] / "model_fp32.tflite",
+                  "uniform": uniform_baseline(args, out, spec, start_ckpt, lut, settings, report)}
+        side_by_side(args, run_dir / first["reference_tflite"], models, report)
+    if "uniform" in report:
+        report["netadapt_more_accurate"] = final["whdr"] < report["uniform"]["whdr"]
     report["timings_s"]["total"] = round(time.perf_counter() - started, 1)
-    (out / "benchmark.json").write_text(json.dumps(report, indent=2))
-    plot(report, out / "trajectory.png")
-    log(f"wrote {out / 'benchmark.json'} and {out / 'trajectory.png'}")
+    (run_dir / "benchmark.json").write_text(json.dumps(report, indent=2))
+    if "uniform" in report:
+        plot(report, run_dir / "trajectory.png")
+    log(f"wrote {run_dir / 'benchmark.json'}; target met: {report['target_met']}")
     return 0 if report["target_met"] else 1
 
 
@@ -269,9 +272,10 @@ def plot(report: dict, path: Path) -> None:
     measured = [t for t in traj if t["measured_ms"] is not None]
     ax.plot([t["measured_ms"] for t in measured], [t["whdr"] for t in measured], "s", label="measured on host")
     ax.plot([report["netadapt"]["measured_ms"]], [report["netadapt"]["whdr"]], "*", ms=14, label="NetAdapt + long fine-tune")
-    ax.plot([report["uniform"]["measured_ms"]], [report["uniform"]["whdr"]], "X", ms=11,
+    side = report["side_by_side"]
+    ax.plot([side["uniform"]["ratio"] * side["reference_ms"]], [report["uniform"]["whdr"]], "X", ms=11,
             label=f"uniform x{report['uniform']['multiplier']} (same steps)")
-    ax.axvline(report["target_ms"], color="gray", ls="--", label="target")
+    ax.axvline(report["target_ratio"] * side["reference_ms"], color="gray", ls="--", label="target")
     ax.set_xlabel("latency at 128x128 on host (ms)")
     ax.set_ylabel("WHDR (held-out, lower is better)")
     ax.legend(fontsize=7)

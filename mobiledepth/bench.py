@@ -54,7 +54,7 @@ def resolve_targets(target: str | Path):
     export = read_export_record(record_file)
     model_name = export.model.get("name")
     items = []
-    for artifact in export.tflite_artifacts():
+    for artifact in export.tflite_artifacts(recommended_only=True):  # another route's file: pass its path
         file = path / artifact["path"]
         if not file.is_file():
             raise UserError(f"artifact {artifact['path']} listed in {record_file} is missing; re-run 'mobiledepth export'")
@@ -85,6 +85,11 @@ def bench(
     run_timeout_s: float = 30.0,
     profiles_path: str | Path | None = None,
     store=False,
+    method: str = "shell",
+    benchmark_apk: str | Path | None = None,
+    npu_libs: str | Path | None = None,
+    adb_servers: list[str] | tuple[str, ...] = (),
+    host_runtime: str = "interpreter",
 ) -> BenchRun:
     """Benchmark a .tflite or an export run's TFLite artifacts; write ``bench.json``; return the results.
 
@@ -108,8 +113,13 @@ def bench(
         require_full_delegation=require_full_delegation,
         invocations=invocations,
         run_timeout_s=run_timeout_s,
+        method=method,
+        host_runtime=host_runtime,
+        apk=str(benchmark_apk) if benchmark_apk else None,
+        npu_libs=str(npu_libs) if npu_libs else None,
     )
-    results = benchmark(items, list(devices), options, serial, benchmark_binary, profiles_path)
+    results = benchmark(items, list(devices), options, serial, benchmark_binary, profiles_path,
+                        adb_servers=list(adb_servers))
     for result in results:
         result["model_path"] = _relative(Path(result["model_path"]), out_dir)
     record = new_record("bench", results=_previous(record_path) + results)

@@ -152,13 +152,16 @@ class ExportRecord:
     def model(self) -> dict[str, Any]:
         return self.data.get("model") if isinstance(self.data.get("model"), dict) else {}
 
-    def tflite_artifacts(self) -> list[dict[str, Any]]:
-        """The TFLite artifacts, in the order the export wrote them."""
-        return [a for a in self.data["artifacts"] if a.get("format") == "tflite"]
+    def tflite_artifacts(self, recommended_only: bool = False) -> list[dict[str, Any]]:
+        """The TFLite artifacts, in the order the export wrote them; ``recommended_only``: one per
+        precision, the route export recommends (records without ``recommended`` list every one)."""
+        return [a for a in self.data["artifacts"] if a.get("format") == "tflite"
+                and (not recommended_only or a.get("recommended", True) is not False)]
 
     def tflite_artifact(self, sha256: str | None = None) -> dict[str, Any] | None:
-        """The first TFLite artifact (the one with ``sha256`` when given), or None."""
-        return next((a for a in self.tflite_artifacts() if sha256 is None or a.get("sha256") == sha256), None)
+        """The TFLite artifact with ``sha256``, or (without one) the first recommended one; None if none."""
+        return next((a for a in self.tflite_artifacts(recommended_only=sha256 is None)
+                     if sha256 is None or a.get("sha256") == sha256), None)
 
 
 def read_export_record(run_dir_or_file: str | os.PathLike) -> ExportRecord:

@@ -54,7 +54,7 @@ def tiny_export(tmp_path_factory, tiny_checkpoint):
     from mobiledepth.export import export_model
 
     out = tmp_path_factory.mktemp("export") / "tiny-run"
-    return export_model(TINY, checkpoint=tiny_checkpoint, precisions="fp32,fp16,int8", out=out)
+    return export_model(TINY, checkpoint=tiny_checkpoint, precisions="fp32,fp16,int8", out=out, converter="onnx2tf")
 
 
 @pytest.fixture()

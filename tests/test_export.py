@@ -24,7 +24,9 @@ TINY_SIZE = (64, 64)
 def test_record_lists_every_artifact_with_hash_and_layout(tiny_export):
     record = json.loads((tiny_export.run_dir / "export.json").read_text())
     assert record == json.loads(json.dumps(tiny_export.record))
-    assert [a["path"] for a in record["artifacts"]] == ["model.onnx", "model_fp32.tflite", "model_fp16.tflite", "model_int8.tflite"]
+    recommended = [a["path"] for a in record["artifacts"] if a.get("recommended", True)]
+    assert recommended == ["model.onnx", "model_fp32.tflite", "model_fp16.tflite", "model_int8.tflite"]
+    assert all(a["route"] in ("torch.onnx", "onnx2tf", "litert-torch") for a in record["artifacts"])
     for art in record["artifacts"]:
         path = tiny_export.run_dir / art["path"]
         assert art["sha256"] == sha256_file(path) and art["size_bytes"] == path.stat().st_size

@@ -20,9 +20,9 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "mobiledepth"
 
 # Shared leaves: any room may import them; they import only each other.
-LEAVES = {"errors", "io", "sizes", "child", "progress", ""}  # "" is the package root (``__version__``)
+LEAVES = {"errors", "io", "sizes", "child", "progress", "converter_env", ""}  # "" is the package root (``__version__``)
 EVERY_ROOM = {"arch", "data", "train", "evaluate", "export", "prune", "records", "store", "report", "gate", "bench",
-              "android_bench"}
+              "android_bench", "compute"}
 # Stages record what they made into the store (an arrow down the flow of DESIGN.md); the store,
 # the report and the gate are three rooms: the report and the gate read the store, never each other.
 RECORDS = {"records"}                               # one definition per record kind (imports android_bench.result)
@@ -30,11 +30,13 @@ MAY_IMPORT = {
     "arch": set(),                                  # arch imports no stage
     "data": set(),                                  # data imports no train / export / prune
     "records": {"android_bench"},                   # the bench-result fields are android_bench's (a leaf)
-    "train": {"arch", "data", *RECORDS,
+    "compute": set(),                               # device, precision, the torchrun world: torch only
+    "train": {"arch", "data", *RECORDS, "compute",
               "evaluate.whdr"},                     # WHDR, the paper's metric, for validation
     "evaluate": {"data", "export.runtimes", "store", *RECORDS,
-                 "arch"},                           # from the code: torch checkpoints (runtimes loads them too)
-    "export": {"arch", "store", *RECORDS,
+                 "arch",                            # from the code: torch checkpoints (runtimes loads them too)
+                 "compute"},                        # --device and the torchrun world, shared with train
+    "export": {"arch", "store", "android_bench", *RECORDS,   # android_bench: the timing harness picks the fastest route
                "data"},                             # from the code: BatchNorm calibration on generated scenes
     "prune": {"arch", "train", "export", "evaluate", "bench", "android_bench", "store", *RECORDS,
               "data"},                              # from the code: the held-out split for WHDR
@@ -178,3 +180,26 @@ def test_the_parser_sees_lazy_and_from_imports():
     assert not allowed("mobiledepth.evaluate.evaluate", "mobiledepth.export.pipeline")
     assert not allowed("mobiledepth.arch.spec", "mobiledepth.train.trainer")
     assert allowed("mobiledepth.io", "mobiledepth.errors") and not allowed("mobiledepth.io", "mobiledepth.arch")
+
+
+def test_one_model_resolver():
+    """Issue 12: every command resolves --model through ``mobiledepth.arch.resolve``; only it imports user code
+    (``importlib.import_module``) and defines the resolver's functions, so no command grows a second one."""
+    resolver = "mobiledepth.arch.resolve"
+    own_names = {"load_factory", "is_factory_ref", "resolve_model", "split_output", "check_depth_output"}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        if module == resolver:
+            continue
+        tree = ast.parse(path.read_text(), filename=str(path))
+        defined = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        assert not defined & own_names, f"{module} defines {sorted(defined & own_names)}: use {resolver}"
+        calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                 and n.func.attr == "import_module" and not (n.args and isinstance(n.args[0], (ast.Constant, ast.JoinedStr)))]
+        assert not calls or module in LAZY_LOADERS, f"{module} imports a module named at run time: use {resolver}"
+    users = {m for m, targets in imports_of("mobiledepth").items() if resolver in targets}
+    assert {"mobiledepth.export.source", "mobiledepth.evaluate.evaluate", "mobiledepth.train.distill"} <= users
+
+
+# Modules that import by a computed name, but only their own submodules (PEP 562 lazy attributes).
+LAZY_LOADERS = {"mobiledepth.arch", "mobiledepth.cli"}

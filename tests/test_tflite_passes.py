@@ -9,18 +9,16 @@ import pytest
 @pytest.fixture(scope="module")
 def transposed_concat_model(tmp_path_factory):
     """TRANSPOSE(a), TRANSPOSE(b) → CONCAT(axis=1) → TRANSPOSE → CONV, as onnx2tf writes it."""
-    tf = pytest.importorskip("tensorflow")
+    import importlib.util
+    from pathlib import Path
 
-    kernel = tf.constant(np.random.default_rng(0).standard_normal((1, 1, 10, 4)).astype(np.float32))
-
-    @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 6], tf.float32), tf.TensorSpec([1, 8, 8, 4], tf.float32)])
-    def net(a, b):
-        nchw = tf.concat([tf.transpose(a, [0, 3, 1, 2]), tf.transpose(b * 2.0, [0, 3, 1, 2])], axis=1)
-        return tf.nn.conv2d(tf.transpose(nchw, [0, 2, 3, 1]), kernel, 1, "SAME")
-
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([net.get_concrete_function()], net)
+    spec = importlib.util.spec_from_file_location(
+        "ab_tflite_models_passes", Path(__file__).resolve().parent / "android_bench" / "ab_tflite_models.py")
+    builders = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builders)
+    builders.skip_without_converter()
     path = tmp_path_factory.mktemp("pass") / "concat.tflite"
-    path.write_bytes(converter.convert())
+    builders.build_tflites([{"kind": "transposed_concat", "path": path}])
     return path
 
 

@@ -13,6 +13,7 @@ from mobiledepth.errors import UserError
 from mobiledepth.io import atomic_path
 
 CHECKPOINT_FORMAT = "mobiledepth-checkpoint/1"
+QAT_FORMAT = "mobiledepth-qat/1"  # meta["qat"] of a `mobiledepth train --qat` checkpoint (mobiledepth.train.qat)
 
 
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, spec: dict | None = None, **meta) -> Path:
@@ -60,12 +61,14 @@ def _unloadable_message(path: Path, exc: Exception) -> str:
     return f"checkpoint {path} cannot be loaded safely: {reason}; {fix}"
 
 
-def load_state_dict_strict(model: torch.nn.Module, state_dict: dict, source: str, fresh_heads: bool = False) -> None:
+def load_state_dict_strict(model: torch.nn.Module, state_dict: dict, source: str, fresh_heads: bool = False,
+                           fix: str | None = None) -> None:
     """Load weights, naming the first mismatching tensors when they do not fit the model.
 
     Weights of training-only heads present in the checkpoint are ignored when the model
     has no heads (an export); with ``fresh_heads``, a checkpoint without any head weights
-    leaves the model's freshly initialised heads in place."""
+    leaves the model's freshly initialised heads in place. ``fix`` replaces the generic advice
+    of the error line (e.g. the model the checkpoint was trained as)."""
     own = model.state_dict()
     state_dict = {k: v for k, v in state_dict.items() if k in own or not k.startswith("heads.")}
     if fresh_heads and not any(k.startswith("heads.") for k in state_dict):
@@ -84,7 +87,7 @@ def load_state_dict_strict(model: torch.nn.Module, state_dict: dict, source: str
     if problems:
         total = len(wrong) + len(missing) + len(unexpected)
         raise UserError(f"checkpoint {source} does not fit the model ({total} tensors differ; "
-                        + " | ".join(problems) + "); pass the spec it was trained with (--model)")
+                        + " | ".join(problems) + "); " + (fix or "pass the spec it was trained with (--model)"))
     model.load_state_dict(state_dict, strict=False)
 
 
@@ -94,13 +97,25 @@ def load_checkpoint(path: str | os.PathLike, spec: str | dict | None = None, wit
 
     ``fresh_heads``: a checkpoint saved without heads (an export) still loads into a model with
     heads, which keep their fresh initialisation. Returns ``(model, spec, meta)``."""
-    from mobiledepth.arch.spec import build_model, spec_from_record
+    from mobiledepth.arch.resolve import ref_from_checkpoint
+    from mobiledepth.arch.spec import build_model
 
     data = read_checkpoint(path)
-    if spec is None:
-        if data.get("spec") is None:
-            raise UserError(f"checkpoint {path} stores no spec; pass --model with the spec it was trained with")
-        spec = spec_from_record(data["spec"], f"checkpoint {path}")
+    if spec is None:  # the stored spec (data only); a remembered factory is named in the error, never run
+        spec = ref_from_checkpoint(data, path, None, "--model")
     model = build_model(spec, with_heads=with_heads)
     load_state_dict_strict(model, data["state_dict"], str(path), fresh_heads=fresh_heads)
     return model, model.spec, data.get("meta", {})
+
+
+def read_qat(data: dict, source: str) -> tuple[dict, bytes] | None:
+    """The QAT block and the quantised program's bytes (``torch.export`` format) of a checkpoint read with
+    :func:`read_checkpoint`; None for an fp32 checkpoint. The program is tensors and an op graph, no pickle."""
+    meta = data.get("meta") or {}
+    qat, program = meta.get("qat"), meta.get("qat_program")
+    if not qat:
+        return None
+    if qat.get("format") != QAT_FORMAT or not isinstance(program, torch.Tensor) or program.dtype != torch.uint8:
+        raise UserError(f"checkpoint {source} has a damaged QAT block (not {QAT_FORMAT}, or no program); "
+                        "run 'mobiledepth train --qat' again")
+    return qat, program.numpy().tobytes()

@@ -38,6 +38,10 @@ def render(results: list[dict], console: Console) -> None:
     console.print(table)
     for r in results:
         where = r["device"]["profile"] or r["device"]["serial"] or "?"
+        if r["delegation"].get("nnapi_deprecated"):
+            from android_bench.cli import deprecation_note
+
+            console.print(f"[yellow]note[/]: on {where}, {deprecation_note(r)}.", highlight=False)
         if r["failed"]:
             console.print(f"[red]failed[/] on {where} ({Path(r['model_path']).name}): {r['error']}", highlight=False)
         elif r["fallback"]:
@@ -88,10 +92,20 @@ def render(results: list[dict], console: Console) -> None:
               help="Seconds allowed per run on a phone before it counts as hung.")
 @click.option("--profiles", "profiles_path", type=click.Path(path_type=Path), default=None,
               help="Extra device profiles YAML (default: $ANDROID_BENCH_PROFILES).")
+@click.option("--method", type=click.Choice(["shell", "apk"]), default="shell", show_default=True,
+              help="Phones: benchmark_model over adb shell, or the benchmark APK (in-app timing).")
+@click.option("--benchmark-apk", type=click.Path(path_type=Path), default=None, help="The benchmark APK for --method apk.")
+@click.option("--npu-libs", type=click.Path(path_type=Path), default=None,
+              help="Folder of the NPU vendor's libraries for --delegate npu (LiteRT 2.x).")
+@click.option("--adb-server", "adb_servers", multiple=True, metavar="HOST:PORT",
+              help="Also use the phones of a lab machine's adb server; repeatable.")
+@click.option("--host-runtime", type=click.Choice(["interpreter", "compiled_model"]), default="interpreter",
+              show_default=True, help="Host: the TFLite Interpreter or LiteRT 2.x's CompiledModel.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
 @store_options
 def bench(target, devices, serial, delegate, threads, runs, warmup, profile_ops, require_full_delegation,
-          benchmark_binary, invocations, run_timeout_s, profiles_path, as_json, store_path, no_store):
+          benchmark_binary, invocations, run_timeout_s, profiles_path, method, benchmark_apk, npu_libs, adb_servers,
+          host_runtime, as_json, store_path, no_store):
     """Time MODEL.tflite, or every TFLite artifact of an export RUN_DIR, and write bench.json beside it."""
     from mobiledepth.bench import bench as run_bench
     from mobiledepth.errors import UserError
@@ -102,7 +116,8 @@ def bench(target, devices, serial, delegate, threads, runs, warmup, profile_ops,
         target, devices=list(devices), delegate=delegate, threads=threads, runs=runs, warmup=warmup,
         serial=serial, profile_ops=profile_ops, require_full_delegation=require_full_delegation,
         benchmark_binary=benchmark_binary, invocations=invocations, run_timeout_s=run_timeout_s,
-        profiles_path=profiles_path, store=store_choice(store_path, no_store),
+        profiles_path=profiles_path, store=store_choice(store_path, no_store), method=method,
+        benchmark_apk=benchmark_apk, npu_libs=npu_libs, adb_servers=adb_servers, host_runtime=host_runtime,
     )
     if as_json:
         click.echo(json.dumps({"record_path": str(run.record_path), "results": run.results}, indent=2))

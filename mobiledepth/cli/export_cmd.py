@@ -22,11 +22,14 @@ from mobiledepth.cli.options import store_options
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory (default: runs/<model>-<HxW>).")
 @click.option("--quiet", is_flag=True, help="Print only the run directory (for CI).")
 @click.option("--json", "as_json", is_flag=True, help="Print the export record as JSON.")
+@click.option("--converter", default=None, metavar="onnx2tf|litert-torch|all",
+              help="Converter route(s); with several, the fastest artifact per precision that passes parity is "
+                   "model_<precision>.tflite (default: every installed route; docs/export.md).")
 @click.option("--no-rewrites", is_flag=True,
               help="Export the graph exactly as PyTorch writes it, without the exact speed rewrites "
                    "(phase-split upsampling; docs/export.md).")
 @store_options
-def export(model, checkpoint, input_size, precision, calibration_data, out, quiet, as_json, no_rewrites,
+def export(model, checkpoint, input_size, precision, calibration_data, out, quiet, as_json, converter, no_rewrites,
            store_path, no_store):
     """Export a depth model to ONNX and TFLite (NHWC), training-only heads stripped, with parity
     against PyTorch measured for every artifact."""
@@ -54,7 +57,8 @@ def export(model, checkpoint, input_size, precision, calibration_data, out, quie
     with status:
         result = export_model(model=model, checkpoint=checkpoint, input_size=size, precisions=precisions,
                               calibration_data=calibration_data, out=out, progress=progress,
-                              rewrites=not no_rewrites, store=store_choice(store_path, no_store))
+                              rewrites=not no_rewrites, store=store_choice(store_path, no_store),
+                              converter=converter)
     warn = Console(stderr=True, soft_wrap=True)  # one line each, never cut, shown with --quiet / --json too
     for warning in result.warnings:
         warn.print(f"[yellow]warning:[/] {warning}")
@@ -79,6 +83,7 @@ def _print_summary(console, result) -> None:
                   f"{info['params']:,} parameters, {info['macs'] / 1e9:.3f} GMACs")
     table = Table(title=f"artifacts in {result.run_dir}")
     table.add_column("artifact", no_wrap=True)
+    table.add_column("route")
     table.add_column("layout")
     for column in ("size", "max err / range", "mean err / range", "ordinal agreement", "parity"):
         table.add_column(column, justify="right")
@@ -89,7 +94,8 @@ def _print_summary(console, result) -> None:
             verdict = "[yellow]below bar (untrained)[/]"
         elif parity["passed"] is None and parity_warning(art["precision"], parity):
             verdict = "[yellow]reported, warning[/]"
-        table.add_row(art["path"], art["layout"], f"{art['size_bytes'] / 1e6:.2f} MB",
+        route = art.get("route", "") + (" [green]★[/]" if art.get("recommended") and len(record["converters"]) > 1 else "")
+        table.add_row(art["path"], route, art["layout"], f"{art['size_bytes'] / 1e6:.2f} MB",
                       f"{parity['max_abs_err_rel']:.2e}", f"{parity['mean_abs_err_rel']:.2e}",
                       f"{parity['ordinal_agreement']:.5f}", verdict)
     console.print(table)

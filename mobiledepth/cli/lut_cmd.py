@@ -97,8 +97,10 @@ def show(table, model, as_json) -> None:
 @click.option("--model", "-m", default=None, help="Spec to vary (default: the table's).")
 @click.option("--random", "random_count", type=int, default=3, show_default=True, help="Random per-group width variants.")
 @click.option("--multipliers", default="1.0,0.75,0.5,0.35", show_default=True, help="Uniform width multipliers.")
-@click.option("--runs", type=int, default=50, show_default=True, help="Timed runs per end-to-end model.")
-@click.option("--work-dir", type=click.Path(path_type=Path), default=None, help="Where the exported variants go.")
+@click.option("--runs", type=int, default=50, show_default=True,
+              help="Timed runs per model before the first look (interleaved turns of 9; more while the CI is wide).")
+@click.option("--work-dir", type=click.Path(path_type=Path), default=None,
+              help="Where the exported variants go (an export already there is reused).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random width variants.")
 def validate(table, model, random_count, multipliers, runs, work_dir, seed) -> None:
     """LUT estimate vs end-to-end measurement on the same device for width variants."""
@@ -115,11 +117,14 @@ def validate(table, model, random_count, multipliers, runs, work_dir, seed) -> N
     report = validate_lut(table, model, random_count, mults, runs, work_dir, seed,
                           progress=lambda event: console.print(f"{event.detail} ...", style="dim"))
     grid = Table(title=f"LUT validation on {report['device']}/{report['delegate']}")
-    for column in ("variant", "estimate ms", "measured ms", "error"):
+    for column in ("variant", "estimate ms", "measured ms (95 % CI)", "error (95 % CI)"):
         grid.add_column(column, justify="left" if column == "variant" else "right")
     for row in report["rows"]:
-        grid.add_row(row["name"], f"{row['estimate_us'] / 1000:.3f}", f"{row['measured_us'] / 1000:.3f}",
-                     f"{row['error'] * 100:+.1f} %")
+        low, high = row["measured_interval_us"]
+        err_low, err_high = row["error_interval"]
+        grid.add_row(row["name"], f"{row['estimate_us'] / 1000:.3f}",
+                     f"{row['measured_us'] / 1000:.3f} ({low / 1000:.3f}-{high / 1000:.3f})",
+                     f"{row['error'] * 100:+.1f} % ({err_low * 100:+.1f} to {err_high * 100:+.1f})")
     console.print(grid)
     console.print(f"max |error| {report['max_abs_error'] * 100:.1f} %, median {report['median_abs_error'] * 100:.1f} % "
                   "(goal: every estimate within 10 %, median under 5 %)", highlight=False)

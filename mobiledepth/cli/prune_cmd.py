@@ -13,7 +13,14 @@ from android_bench.profiles import DELEGATES, delegate_help
 @click.command("prune")
 @click.option("--model", "-m", default=None, help="Spec of the checkpoint (default: the one stored in it).")
 @click.option("--checkpoint", "-c", type=click.Path(path_type=Path), default=None, help="Trained weights (.pt).")
-@click.option("--target-ms", type=float, default=None, help="Latency budget on the device, ms.")
+@click.option("--target-ms", type=float, default=None,
+              help="Latency budget on the device, ms (converted through the unpruned model timed alongside).")
+@click.option("--target-ratio", type=float, default=None,
+              help="Or: the budget as a fraction of the unpruned model's latency (e.g. 0.6).")
+@click.option("--measure-rounds", type=int, default=20, show_default=True,
+              help="Interleaved rounds (candidate vs the unpruned model) before the first look at the interval.")
+@click.option("--max-measure-rounds", type=int, default=200, show_default=True,
+              help="At most this many rounds while the interval straddles the target.")
 @click.option("--device", "-d", default="host", show_default=True, help="host or a phone profile (S21, ...).")
 @click.option("--delegate", type=click.Choice(DELEGATES), default="cpu", show_default=True, help=delegate_help())
 @click.option("--threads", type=int, default=1, show_default=True, help="Threads (benchmark_model --num_threads / the interpreter).")
@@ -43,10 +50,12 @@ from android_bench.profiles import DELEGATES, delegate_help
 @click.option("--no-store", is_flag=True, help="Do not put the results in the store.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None, help="Run directory (default: runs/prune-<model>-<T>ms).")
 @click.option("--resume", type=click.Path(path_type=Path), default=None, help="Continue the run in RUN_DIR.")
-def prune(model, checkpoint, target_ms, device, delegate, threads, data, lut_path, input_size, train_input_size,
+def prune(model, checkpoint, target_ms, target_ratio, measure_rounds, max_measure_rounds, device, delegate, threads,
+          data, lut_path, input_size, train_input_size,
           short_term_steps, long_term_steps, initial_reduction, decay, workers, multiple, min_width, batch_size, lr,
           val_split, val_limit, max_iterations, choose, store_path, no_store, out, resume) -> None:
-    """Shrink a model, channel group by channel group, until its latency on DEVICE is under --target-ms."""
+    """Shrink a model, channel group by channel group, until the upper confidence bound of its
+    latency on DEVICE (timed interleaved with the unpruned model) is under --target-ms / --target-ratio."""
     from mobiledepth.cli.options import parse_input_size
     from mobiledepth.errors import UserError
     from mobiledepth.prune import netadapt
@@ -57,12 +66,14 @@ def prune(model, checkpoint, target_ms, device, delegate, threads, data, lut_pat
     if resume is not None:
         result = netadapt.resume(resume, workers=workers, choose=choose, store=store, progress=progress)
     else:
-        missing = [name for name, value in (("--checkpoint", checkpoint), ("--target-ms", target_ms), ("--data", data))
-                   if value is None]
+        missing = [name for name, value in (("--checkpoint", checkpoint), ("--data", data)) if value is None]
+        if target_ms is None and target_ratio is None:
+            missing.append("--target-ms or --target-ratio")
         if missing:
             raise UserError(f"prune needs {', '.join(missing)} (or --resume RUN_DIR); see 'mobiledepth prune --help'")
         settings = netadapt.PruneSettings(
-            model=model, checkpoint=str(checkpoint), target_ms=target_ms, data=str(data),
+            model=model, checkpoint=str(checkpoint), target_ms=target_ms, target_ratio=target_ratio, data=str(data),
+            measure_rounds=measure_rounds, max_measure_rounds=max_measure_rounds,
             lut=str(lut_path) if lut_path else None, device=device, delegate=delegate, threads=threads,
             input_size=parse_input_size(input_size) if input_size else None,
             train_input_size=parse_input_size(train_input_size) if train_input_size else None,
@@ -71,7 +82,11 @@ def prune(model, checkpoint, target_ms, device, delegate, threads, data, lut_pat
             val_split=val_split, val_limit=val_limit, max_iterations=max_iterations, choose=choose or "accuracy")
         result = netadapt.prune(settings, out=out, store=store, progress=progress)
     final = result.record["final"]
-    measured = f"{final['measured_ms']:.3f} ms measured" if final.get("measured_ms") is not None else "not measured"
+    measured = "not measured"
+    if final.get("measured"):
+        m = final["measured"]
+        measured = (f"{m['ratio']:.3f}x the unpruned model (95 % CI {m['low']:.3f}-{m['high']:.3f}, target "
+                    f"{m['target_ratio']:.3f}), {final['measured_ms']:.3f} ms measured")
     console.print(f"[green]done[/]: {result.run_dir} — {measured} (target {result.record['target_ms']:g} ms), "
                   f"estimate {final['estimated_ms']:.3f} ms, WHDR {final['whdr']:.4f}, "
                   f"{len(result.record['iterations']) - 1} iterations", highlight=False)
@@ -92,10 +107,16 @@ def _progress_printer(console: Console, device: str):
             chosen = info.get("chosen")
             what = f"{chosen['group']} -> {chosen['width']}" if chosen else "start"
             measured = f", measured {info['measured_ms']:.3f} ms" if info.get("measured_ms") is not None else ""
+            if info.get("measured"):
+                m = info["measured"]
+                measured += f" ({m['ratio']:.3f}x, CI {m['low']:.3f}-{m['high']:.3f}, {'met' if m['met'] else 'not met'})"
             console.print(f"[bold]iteration {info['iteration']}[/]: {what}; estimate {info['estimated_ms']:.3f} ms"
                           f"{measured}; WHDR {info['whdr']:.4f}", highlight=False)
         elif event == "measure":
             console.print(f"  exporting and timing on {device} ({info['iteration']}) ...", style="dim")
+        elif event == "final_missed":
+            console.print(f"the long-term model's upper bound {info['high']:.3f}x misses the target "
+                          f"{info['target_ratio']:.3f}x: NetAdapt goes on", highlight=False)
         elif event == "long_term":
             console.print(f"long-term fine-tune ({info['steps']} steps) ...", style="dim")
         elif event == "lut":

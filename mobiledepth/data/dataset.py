@@ -15,7 +15,13 @@ from mobiledepth.data.diw import DiwData, load_image, map_pair, resize_image, to
 
 
 class DiwDataset:
-    """Indexable dataset: ``ds[i]`` -> dict of tensors (image, points, rel[, depth])."""
+    """Indexable dataset: ``ds[i]`` -> dict of tensors (image, points, rel[, depth]).
+
+    The pairs of every sample are held in three flat numpy arrays (points, relations, offsets)
+    and the image paths in one byte array, not in per-sample Python objects: DataLoader workers
+    forked from the trainer then share those pages instead of copying them as reference counts
+    change. Images are decoded on demand (JPEGs at reduced scale with ``PIL.Image.draft`` when
+    ``draft``); ``cache`` keeps the resized images of the first ``cache_limit_bytes`` in memory."""
 
     def __init__(
         self,
@@ -23,27 +29,41 @@ class DiwDataset:
         input_size: tuple[int, int],
         with_depth: bool = False,
         cache: bool = False,
+        draft: bool = False,
+        cache_limit_bytes: int = 1 << 30,
     ) -> None:
         self.data = data
         self.input_size = tuple(input_size)
         self.with_depth = with_depth
-        self.cache = cache
+        self.draft = draft
+        height, width = self.input_size
+        self.cache = cache and len(data.samples) * height * width * 3 <= cache_limit_bytes
         self._images: dict[int, np.ndarray] = {}
-        self._pairs = [self._map_pairs(sample) for sample in data.samples]
+        self._paths = np.array([str(sample.image).encode() for sample in data.samples])
+        self._points, self._rel, self._offsets = self._map_pairs(data.samples)
 
     def __len__(self) -> int:
-        return len(self.data.samples)
+        return len(self._paths)
 
-    def _map_pairs(self, sample) -> tuple[np.ndarray, np.ndarray]:
-        points = np.array([map_pair(p, self.input_size) for p in sample.pairs], dtype=np.int64).reshape(-1, 4)
-        rel = np.array([p.rel for p in sample.pairs], dtype=np.float32)
-        return points, rel
+    def _map_pairs(self, samples) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        counts = np.array([len(sample.pairs) for sample in samples], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        pairs = [pair for sample in samples for pair in sample.pairs]
+        points = np.array([map_pair(p, self.input_size) for p in pairs], dtype=np.int64).reshape(-1, 4)
+        rel = np.array([p.rel for p in pairs], dtype=np.float32)
+        return points, rel, offsets
+
+    def pairs(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(points at the input size, relations) of sample ``index``."""
+        start, stop = self._offsets[index], self._offsets[index + 1]
+        return self._points[start:stop], self._rel[start:stop]
 
     def image_uint8(self, index: int) -> np.ndarray:
         """The resized uint8 H x W x 3 image (cached in memory when ``cache``)."""
         if index in self._images:
             return self._images[index]
-        image = resize_image(load_image(self.data.samples[index].image), self.input_size)
+        path = self._paths[index].decode()
+        image = resize_image(load_image(path, self.input_size if self.draft else None), self.input_size)
         if self.cache:
             self._images[index] = image
         return image
@@ -67,7 +87,7 @@ class DiwDataset:
     def __getitem__(self, index: int) -> dict:
         import torch
 
-        points, rel = self._pairs[index]
+        points, rel = self.pairs(index)
         item = {
             "image": torch.from_numpy(to_chw_float(self.image_uint8(index))),
             "points": torch.from_numpy(points),

@@ -332,17 +332,24 @@ def load_dataset(
 
 
 # --------------------------------------------------------------------------- images and coordinates
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image (JPEG ``.thumb`` or any PIL format) as uint8 H x W x 3; grayscale is replicated."""
+def load_image(path: str | os.PathLike, draft: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode an image (JPEG ``.thumb`` or any PIL format) as uint8 H x W x 3; grayscale is replicated.
+
+    ``draft = (H, W)``: a JPEG at least twice that size in both axes is decoded at 1/2, 1/4 or 1/8
+    scale (``PIL.Image.draft``, never below ``draft``) — a cheaper decode before a downscale."""
     from PIL import Image
 
     with Image.open(path) as img:
+        if draft is not None:
+            img.draft("RGB", (int(draft[1]), int(draft[0])))
         return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
-def prepare_image(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
-    """Load an image and resize it (bilinear) to ``size = (H, W)``: float32 3 x H x W in [0, 1]."""
-    return to_chw_float(resize_image(load_image(path), size))
+def prepare_image(path: str | os.PathLike, size: tuple[int, int], draft: bool = False) -> np.ndarray:
+    """Load an image and resize it (bilinear) to ``size = (H, W)``: float32 3 x H x W in [0, 1].
+
+    ``draft``: decode large JPEGs at reduced scale first (see :func:`load_image`)."""
+    return to_chw_float(resize_image(load_image(path, size if draft else None), size))
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -98,6 +98,42 @@ def whdr_of_prediction(pred: np.ndarray, pairs, depth_like: bool = True, equal_t
     return whdr(values[:, 0], values[:, 1], rel, depth_like, equal_tolerance)
 
 
+def shard(data, rank: int, size: int):
+    """Every ``size``-th sample of ``data`` from ``rank`` (a view with ``samples``); the whole data for one process.
+
+    The shards of all ranks partition the samples, so summed WHDR counts equal one process's."""
+    if size <= 1:
+        return data
+    from types import SimpleNamespace
+
+    return SimpleNamespace(samples=data.samples[rank::size])
+
+
+def prefetched_batches(samples, input_size: tuple[int, int], batch_size: int, workers: int = 2, ahead: int = 2):
+    """``(batch samples, N x 3 x H x W images)`` in order, decoded by ``workers`` threads at most ``ahead``
+    batches in front of the caller: a bounded queue, so a 74K-image split never sits in memory."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mobiledepth.data.diw import prepare_image
+
+    def decode(batch):
+        return np.stack([prepare_image(s.image, input_size) for s in batch])
+
+    starts = iter(range(0, len(samples), batch_size))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # PIL releases the GIL while decoding
+        pending: deque = deque()
+        for start in starts:
+            batch = samples[start : start + batch_size]
+            pending.append((batch, pool.submit(decode, batch)))
+            if len(pending) > ahead:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
+
+
 def evaluate_runtime(
     runtime: Callable[[np.ndarray], np.ndarray],
     data,
@@ -105,18 +141,18 @@ def evaluate_runtime(
     batch_size: int = 8,
     depth_like: bool = True,
     progress: ProgressFn | None = None,
+    workers: int = 2,
 ) -> tuple[WhdrResult, list[int]]:
-    """WHDR of ``runtime`` over every sample of ``data``; also the correct count per image."""
+    """WHDR of ``runtime`` over every sample of ``data``; also the correct count per image.
+
+    Images are decoded by ``workers`` threads a bounded number of batches ahead of the runtime."""
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
     total = WhdrResult(0, 0)
     per_image: list[int] = []
-    from mobiledepth.data.diw import prepare_image
-
     samples = data.samples
-    for start in range(0, len(samples), batch_size):
-        batch = samples[start : start + batch_size]
-        images = np.stack([prepare_image(s.image, input_size) for s in batch])
+    done = 0
+    for batch, images in prefetched_batches(samples, input_size, batch_size, workers):
         pred = np.asarray(runtime(images), dtype=np.float32)
         if pred.ndim != 4 or pred.shape[0] != len(batch) or pred.shape[1] != 1:
             raise UserError(f"model output has shape {pred.shape}, expected (N, 1, H, W); is it a depth model?")
@@ -124,6 +160,7 @@ def evaluate_runtime(
             result = whdr_of_prediction(depth, sample.pairs, depth_like=depth_like)
             per_image.append(result.correct)
             total = total + result
+        done += len(batch)
         if progress is not None:
-            progress(Progress("eval", "batch", done=min(start + batch_size, len(samples)), total=len(samples)))
+            progress(Progress("eval", "batch", done=done, total=len(samples)))
     return total, per_image

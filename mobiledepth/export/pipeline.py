@@ -71,12 +71,15 @@ def default_run_dir(model_name: str, input_size: tuple[int, int]) -> Path:
 def converter_versions() -> dict[str, str | None]:
     """Versions of everything that touched the artifacts (read without importing them)."""
     versions = {}
-    for dist in ("mobiledepth", "torch", "onnx", "onnxruntime", "onnx2tf", "tensorflow", "ai-edge-litert"):
+    for dist in ("mobiledepth", "torch", "onnx", "onnxruntime", "onnxscript", "onnx2tf", "tensorflow", "ai-edge-litert",
+                 "litert-torch", "ai-edge-quantizer"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             versions[dist] = None
-    return versions
+    from mobiledepth.converter_env import converter_versions as in_converter_env
+
+    return {**versions, **{k: v for k, v in in_converter_env().items() if v or k not in versions}}
 
 
 def check_out_dir(out: Path) -> None:
@@ -187,7 +190,7 @@ def export_model(model: str | None = None, checkpoint: str | os.PathLike | None 
                  calibration_data: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
                  parity_images: int = 4, calibration_images_count: int = 64,
                  progress: ProgressFn | None = None, rewrites: bool = True, seed: int = 0,
-                 store=False) -> ExportResult:
+                 store=False, converter: str | None = None) -> ExportResult:
     """Export a model to ONNX and TFLite with parity proven against PyTorch; returns the record.
 
     ``rewrites``: apply the exact speed rewrites of ``mobiledepth.export.rewrites`` to the graph
@@ -195,10 +198,12 @@ def export_model(model: str | None = None, checkpoint: str | os.PathLike | None 
     seed when there is no checkpoint (the same seed, the same artifacts). ``store``: where the
     record goes (a path, None for the default store, False for nowhere; checked before any work)."""
     from mobiledepth.sizes import check_input_size
+    from mobiledepth.export.routes import resolve_converters
     from mobiledepth.export.source import load_model_source
     from mobiledepth.store import check_store_choice, record_in_store
 
     chosen = parse_precisions(precisions)
+    routes = resolve_converters(converter)
     stages = _Stages(progress or silent)
     warnings: list[str] = []
     started = time.perf_counter()
@@ -216,12 +221,12 @@ def export_model(model: str | None = None, checkpoint: str | os.PathLike | None 
     build = _prepare_out(run_dir)
     try:
         record = _build(source, size, chosen, calibration_data, build, parity_images,
-                        calibration_images_count, stages, warnings, rewrites)
+                        calibration_images_count, stages, warnings, rewrites, routes)
         record["timings_s"] = {**stages.timings, "total": round(time.perf_counter() - started, 3)}
         record["warnings"] = warnings
         write_json_atomic(build / "export.json", record)
     except BaseException as exc:
-        summary = {**_record_head(source, size), "precisions": chosen, "failed_stage": stages.failed,
+        summary = {**_record_head(source, size), "precisions": chosen, "converters": routes, "failed_stage": stages.failed,
                    "timings_s": stages.timings, "warnings": warnings}
         instead = _fail_build(build, run_dir, exc, summary)
         if instead is None:
@@ -318,53 +323,21 @@ def _keep_only_logs(build: Path) -> None:
 
 
 def _build(source, size, chosen, calibration_data, build: Path, parity_images: int,
-           calibration_count: int, stage, warnings: list[str], rewrites: bool) -> dict:
+           calibration_count: int, stage, warnings: list[str], rewrites: bool, routes: list[str]) -> dict:
     import yaml
 
-    from mobiledepth.export.onnx_export import export_onnx
-    from mobiledepth.export.parity import measure_parity
     from mobiledepth.export.rewrites import phase_split_upsampling
-    from mobiledepth.export.runtimes import OnnxRuntime, TfliteRuntime
-    from mobiledepth.export.tflite import convert_with_onnx2tf, quantize
+    from mobiledepth.export.routes import choose_recommended
 
     with stage("inputs", "parity and calibration images"):
         images, image_source, parity_set, deployed, reference = _inputs(
             source, size, chosen, calibration_data, parity_images, calibration_count, warnings)
-
-    artifacts: list[dict] = []
-
-    def add(path: Path, fmt: str, precision: str, parity: dict, io: dict) -> None:
-        artifacts.append({"path": path.name, "format": fmt, "precision": precision, "layout": io["layout"],
-                          "input_shape": io["input_shape"], "output_shape": io["output_shape"],
-                          "size_bytes": path.stat().st_size, "sha256": sha256_file(path),
-                          "parity": parity, **{k: v for k, v in io.items() if k not in ("layout", "input_shape", "output_shape")}})
-
-    def add_tflite(path: Path, precision: str) -> None:
-        passes = _finish_tflite(path)
-        add(path, "tflite", precision, measure_parity(reference, TfliteRuntime(path)(parity_set), precision), _tflite_io(path))
-        artifacts[-1]["graph_passes"] = passes
-
-    with stage("onnx", "torch.onnx.export (opset 17) + onnx.checker + ONNX Runtime parity"):
-        graph, phase_split = phase_split_upsampling(deployed) if rewrites else (deployed, 0)
-        onnx_path = export_onnx(graph, size, build / ARTIFACT_NAMES["onnx"])
-        onnx_out = OnnxRuntime(onnx_path)(parity_set)
-        add(onnx_path, "onnx", "fp32", measure_parity(reference, onnx_out, "fp32"),
-            {"layout": "NCHW", "input_shape": [1, 3, *size], "output_shape": [1, *onnx_out.shape[1:]]})
-
-    with stage("tflite", "onnx2tf → fp32 + fp16"):
-        produced = convert_with_onnx2tf(onnx_path, build / "convert", images)
-        for precision in ("fp32", "fp16"):
-            if precision in chosen:
-                shutil.copyfile(produced[precision], build / ARTIFACT_NAMES[precision])
-                add_tflite(build / ARTIFACT_NAMES[precision], precision)
-
-    for precision in (p for p in chosen if p in ("int8", "int16x8")):
-        with stage(precision, f"post-training quantisation ({precision}), calibrated on {image_source}"):
-            add_tflite(quantize(produced["saved_model"], images, precision, build / ARTIFACT_NAMES[precision]), precision)
-
-    _collect_logs(build)
+    graph, phase_split = phase_split_upsampling(deployed) if rewrites else (deployed, 0)
+    made = _Artifacts(build, reference, parity_set)
+    made.qat = _qat_program(source, size, chosen, routes, rewrites)
+    route_status = _run_routes(routes, graph, size, chosen, images, image_source, made, stage, warnings)
     config = {"model": source.name, "source": source.kind, "checkpoint": source.checkpoint, "seed": source.seed,
-              "input_size": list(size), "precisions": chosen, "calibration": image_source,
+              "input_size": list(size), "precisions": chosen, "converters": routes, "calibration": image_source,
               "parity_images": len(parity_set), "spec": source.spec}
     write_text_atomic(build / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     from mobiledepth.arch.stats import count_parameters, count_macs
@@ -373,11 +346,169 @@ def _build(source, size, chosen, calibration_data, build: Path, parity_images: i
     record["model"].update(params=count_parameters(source.model), macs=count_macs(deployed, size))
     record.update({
         "input_range": "RGB float32 in [0, 1] (ImageNet normalisation is inside the model)",
-        "calibration": image_source, "artifacts": artifacts, "versions": converter_versions(),
+        "calibration": image_source, "artifacts": made.artifacts, "versions": converter_versions(),
         "graph_rewrites": {"phase_split_upsampling": phase_split},
+        "converters": route_status,
     })
+    if made.qat is not None:
+        record["qat"] = made.qat[0]
     _check_parity(record, source, build, warnings)
+    before = [a["path"] for a in record["artifacts"]]
+    with stage("choose", "time the routes' artifacts on this machine, pick the fastest per precision"):
+        record["recommended"] = choose_recommended(record["artifacts"], build, parity_set[:1])
+    for old, art in zip(before, record["artifacts"]):  # warnings name the files as published
+        warnings[:] = [w.replace(f"{old}:", f"{art['path']}:") for w in warnings]
+    if "int8" in chosen:
+        with stage("int8-bars", "int8 against its bars: order, host latency vs fp32, WHDR on held-out data"):
+            record["int8_bars"] = _int8_bars(record, build, parity_set, made.qat, warnings)
+    _collect_logs(build)
     return record
+
+
+def _qat_program(source, size, chosen, routes: list[str], rewrites: bool) -> tuple[dict, bytes] | None:
+    """A QAT checkpoint's block and quantised program when int8 is asked for (None otherwise); the program
+    is fixed at the size and graph it was fine-tuned on, and converts through litert-torch only."""
+    from mobiledepth.arch.checkpoint import read_checkpoint, read_qat
+
+    if source.checkpoint is None or "int8" not in chosen:
+        return None
+    found = read_qat(read_checkpoint(source.checkpoint), source.checkpoint)
+    if found is None:
+        return None
+    qat = found[0]
+    if list(size) != list(qat["input_size"]):
+        raise UserError(f"checkpoint {source.checkpoint} was fine-tuned for int8 at {qat['input_size'][0]}x"
+                        f"{qat['input_size'][1]}; export it at that size (--input-size) or run 'train --qat' again")
+    if "litert-torch" not in routes:
+        raise UserError(f"the int8 program of QAT checkpoint {source.checkpoint} converts with litert-torch; "
+                        "pass --converter litert-torch (or all)")
+    if not rewrites and qat.get("rewrites") != "none":
+        raise UserError("--no-rewrites: the QAT program was fine-tuned on the rewritten graph; drop --no-rewrites")
+    return found
+
+
+def _int8_bars(record: dict, build: Path, parity_set, qat, warnings: list[str]) -> dict:
+    """The recommended int8 artifact against its bars (mobiledepth.export.parity.INT8_BARS): ordinal agreement,
+    int8/fp32 host latency (interleaved, same rounds) and WHDR on held-out data known from a QAT checkpoint."""
+    from mobiledepth.export.parity import int8_bar_warnings, int8_bars
+    from mobiledepth.export.routes import time_interleaved
+
+    pick = {a["precision"]: a for a in record["artifacts"] if a["format"] == "tflite" and a.get("recommended", True)}
+    int8, fp32 = pick["int8"], pick.get("fp32")
+    ratio = whdr_fp32 = whdr_int8 = None
+    if fp32 is not None:
+        fp32_ms, int8_ms = time_interleaved([build / fp32["path"], build / int8["path"]], parity_set[:1], passes=5)
+        ratio = int8_ms / fp32_ms
+    if qat is not None and fp32 is not None and Path(qat[0]["data_path"]).exists():
+        whdr_fp32, whdr_int8 = (_child_whdr(build / a["path"], qat[0]["data_path"], qat[0]["val_split"], build)
+                                for a in (fp32, int8))
+    bars = int8_bars(int8["parity"]["ordinal_agreement"], ratio, whdr_fp32, whdr_int8)
+    warnings.extend(int8_bar_warnings(int8["path"], bars))
+    return {"artifact": int8["path"], **bars}
+
+
+def _child_whdr(path: Path, data: str, split: str, build: Path) -> float:
+    """WHDR of a TFLite file on a DIW-format split, by ``mobiledepth eval`` in a guarded child (export does not
+    import the evaluate stage)."""
+    import sys
+
+    from mobiledepth.child import run_child
+
+    out = build / "convert" / f"eval-{path.stem}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "mobiledepth", "eval", "--model", str(path), "--data", data, "--split", split,
+               "--limit", "500", "--no-store", "--json", "--out", str(out)]
+    code = run_child(command, build / "convert" / f"eval-{path.stem}.log", 1800, "mobiledepth eval")
+    if code != 0 or not out.exists():
+        raise StageFailed(f"mobiledepth eval of {path.name} on {data} failed (exit {code}); see eval-{path.stem}.log")
+    return float(json.loads(out.read_text())["value"])
+
+
+class _Artifacts:
+    """The artifacts of a build, each with its parity against PyTorch measured the same way."""
+
+    def __init__(self, build: Path, reference, parity_set):
+        self.build, self.reference, self.parity_set = build, reference, parity_set
+        self.artifacts: list[dict] = []
+        self.qat: tuple[dict, bytes] | None = None  # a QAT checkpoint's block and int8 program
+
+    def add(self, path: Path, fmt: str, precision: str, parity: dict, io: dict, route: str) -> dict:
+        self.artifacts.append({"path": path.name, "format": fmt, "precision": precision, "route": route,
+                               "layout": io["layout"], "input_shape": io["input_shape"],
+                               "output_shape": io["output_shape"], "size_bytes": path.stat().st_size,
+                               "sha256": sha256_file(path), "parity": parity,
+                               **{k: v for k, v in io.items() if k not in ("layout", "input_shape", "output_shape")}})
+        return self.artifacts[-1]
+
+    def add_tflite(self, produced: Path, precision: str, route: str) -> None:
+        """Copy a converter's file in under its route's name, apply the graph passes, measure parity."""
+        from mobiledepth.export.parity import measure_parity
+        from mobiledepth.export.routes import artifact_name
+        from mobiledepth.export.runtimes import TfliteRuntime
+
+        path = self.build / artifact_name(precision, route)
+        shutil.copyfile(produced, path)
+        passes = _finish_tflite(path)
+        parity = measure_parity(self.reference, TfliteRuntime(path)(self.parity_set), precision)
+        self.add(path, "tflite", precision, parity, _tflite_io(path), route)["graph_passes"] = passes
+
+
+def _run_routes(routes, graph, size, chosen, images, image_source, made: _Artifacts, stage,
+                warnings: list[str]) -> dict:
+    """Run every chosen converter route; with several, one that fails is a warning as long as
+    another delivers. Returns each route's status."""
+    status: dict[str, dict] = {}
+    for route in routes:
+        try:
+            status[route] = _ROUTE_RUNNERS[route](graph, size, chosen, images, image_source, made, stage)
+        except (StageFailed, UserError) as exc:
+            if len(routes) == 1:
+                raise
+            status[route] = {"status": "failed", "error": str(exc)}
+            warnings.append(f"converter {route} failed ({exc}); its artifacts are not in this export")
+    if not any(s["status"] == "ok" for s in status.values()):
+        raise StageFailed("no converter route delivered: " + "; ".join(f"{r}: {s['error']}" for r, s in status.items()))
+    return status
+
+
+def _onnx2tf_route(graph, size, chosen, images, image_source, made: _Artifacts, stage) -> dict:
+    """PyTorch → ONNX (parity checked) → onnx2tf fp32 + fp16 → TensorFlow's quantiser for int8 / int16x8."""
+    from mobiledepth.export.onnx_export import export_onnx_any
+    from mobiledepth.export.parity import measure_parity
+    from mobiledepth.export.runtimes import OnnxRuntime
+    from mobiledepth.export.tflite import convert_with_onnx2tf, quantize
+
+    with stage("onnx", "torch.onnx.export (opset 17) + onnx.checker + ONNX Runtime parity"):
+        onnx = export_onnx_any(graph, size, made.build / ARTIFACT_NAMES["onnx"])
+        onnx_out = OnnxRuntime(onnx.path)(made.parity_set)
+        art = made.add(onnx.path, "onnx", "fp32", measure_parity(made.reference, onnx_out, "fp32"),
+                       {"layout": "NCHW", "input_shape": [1, 3, *size], "output_shape": [1, *onnx_out.shape[1:]]},
+                       "torch.onnx")
+        art["exporter"] = onnx.exporter
+    with stage("tflite", "onnx2tf → fp32 + fp16"):  # the stage name scripts and the fault tests know
+        produced = convert_with_onnx2tf(onnx.path, made.build / "convert", images)
+        for precision in (p for p in ("fp32", "fp16") if p in chosen):
+            made.add_tflite(produced[precision], precision, "onnx2tf")
+    for precision in (p for p in chosen if p in ("int8", "int16x8") and not (p == "int8" and made.qat)):
+        with stage(precision, f"post-training quantisation ({precision}), calibrated on {image_source}"):
+            out = made.build / "convert" / f"onnx2tf_{precision}.tflite"
+            made.add_tflite(quantize(produced["saved_model"], images, precision, out), precision, "onnx2tf")
+    return {"status": "ok", "onnx_exporter": onnx.exporter, "refused_op": onnx.refused_op}
+
+
+def _litert_torch_route(graph, size, chosen, images, image_source, made: _Artifacts, stage) -> dict:
+    """PyTorch → TFLite directly (NHWC I/O), fp16 / int8 / int16x8 derived with ai-edge-quantizer."""
+    from mobiledepth.export.litert_route import convert_with_litert_torch
+
+    with stage("litert-torch", f"litert-torch → {', '.join(chosen)}"):
+        produced = convert_with_litert_torch(graph, size, made.build / "convert", chosen, images,
+                                             qat_program=made.qat[1] if made.qat else None)
+        for precision in chosen:
+            made.add_tflite(produced[precision], precision, "litert-torch")
+    return {"status": "ok"}
+
+
+_ROUTE_RUNNERS = {"onnx2tf": _onnx2tf_route, "litert-torch": _litert_torch_route}
 
 
 def _inputs(source, size, chosen, calibration_data, parity_images: int, calibration_count: int,
@@ -421,7 +552,8 @@ def _finish_tflite(path: Path) -> dict:
 
 
 def _check_parity(record: dict, source, build: Path, warnings: list[str]) -> None:
-    """Fail the export on a broken bar (writing the failed record first); warn on what is only reported."""
+    """Fail the export on a broken bar (writing the failed record first); warn on what is only reported.
+    With several routes, an artifact that breaks its bar while another route's passes is dropped."""
     from mobiledepth.export.parity import parity_warning
 
     artifacts, broken = record["artifacts"], []
@@ -439,6 +571,7 @@ def _check_parity(record: dict, source, build: Path, warnings: list[str]) -> Non
                             f"{art['parity']['ordinal_agreement']:.4f}); with --checkpoint this fails the export")
         elif art["parity"]["passed"] is False:
             broken.append(art)
+    broken = [art for art in broken if not _drop_if_replaced(record, art, build, warnings)]
     if broken:
         write_json_atomic(build / "export.json", {**record, "failed": True})
         worst = broken[0]
@@ -446,6 +579,21 @@ def _check_parity(record: dict, source, build: Path, warnings: list[str]) -> Non
             f"{worst['path']} breaks parity with PyTorch (max error {worst['parity']['max_abs_err_rel']:.2e} of the output "
             f"range, ordinal agreement {worst['parity']['ordinal_agreement']:.4f}; bar {worst['parity']['bar']}); "
             "nothing was published" + _retry_hint(artifacts, broken))
+
+
+def _drop_if_replaced(record: dict, art: dict, build: Path, warnings: list[str]) -> bool:
+    """A TFLite artifact below its bar is dropped (file removed, listed under ``rejected_artifacts``)
+    when another route's artifact of the same precision meets it; True when dropped."""
+    others = [a for a in record["artifacts"] if a is not art and a["format"] == "tflite"
+              and a["precision"] == art["precision"] and a["parity"]["passed"] is not False]
+    if art["format"] != "tflite" or not others:
+        return False
+    record["artifacts"].remove(art)
+    record.setdefault("rejected_artifacts", []).append(art)
+    (build / art["path"]).unlink(missing_ok=True)
+    warnings.append(f"{art['path']} ({art['route']}) breaks parity (max error {art['parity']['max_abs_err_rel']:.2e} "
+                    f"of the range); {others[0]['path']} ({others[0]['route']}) is published instead")
+    return True
 
 
 def _retry_hint(artifacts: list[dict], broken: list[dict]) -> str:

@@ -1,6 +1,9 @@
 """Child process: post-training quantisation with TensorFlow's TFLiteConverter.
 
-Usage: python -m mobiledepth.export.quantize_worker SAVED_MODEL IMAGES.npy int8|int16x8 OUT.tflite
+Runs in the converter environment, by file path (``mobiledepth.converter_env.worker_command``):
+it imports only numpy and TensorFlow, never mobiledepth.
+
+Usage: python quantize_worker.py SAVED_MODEL IMAGES.npy int8|int16x8 OUT.tflite
 """
 
 import os

@@ -1,9 +1,10 @@
 """ONNX → TFLite: fp32 and fp16 from one onnx2tf conversion, int8 / int16x8 from its
 SavedModel through TensorFlow's own post-training quantiser.
 
-Both run in guarded child processes (``mobiledepth.child``): TensorFlow never loads into the
-caller, a converter crash cannot take the caller down, the converter dies with the caller
-(even on ``kill -9``), and the full converter log is kept beside the artifacts.
+Both run in guarded child processes (``mobiledepth.child``) with the python of the converter
+environment (``mobiledepth.converter_env``): TensorFlow never loads into the caller, a
+converter crash cannot take the caller down, the converter dies with the caller (even on
+``kill -9``), and the full converter log is kept beside the artifacts.
 """
 
 from __future__ import annotations
@@ -11,13 +12,12 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from mobiledepth.child import run_child
-from mobiledepth.errors import StageFailed, UserError
+from mobiledepth.errors import StageFailed
 
 # onnx2tf reads this file from its working directory for every conversion of a 3-channel
 # image input, and downloads it from the internet when it is missing (offline: a crash).
@@ -29,20 +29,16 @@ LOW_SPACE_BYTES = 1 << 20
 
 
 def _tool_env() -> dict:
-    env = dict(os.environ)
-    bin_dir = str(Path(sys.executable).parent)  # onnx2tf shells out to onnxsim from the same env
-    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env.setdefault("CUDA_VISIBLE_DEVICES", "")
-    return env
+    """The environment of a converter child (``mobiledepth.converter_env``)."""
+    from mobiledepth.converter_env import converter_env
+
+    return converter_env()
 
 
 def _onnx2tf_command() -> list[str]:
-    local = Path(sys.executable).parent / "onnx2tf"
-    exe = str(local) if local.exists() else shutil.which("onnx2tf")
-    if not exe:
-        raise UserError("onnx2tf is not installed; run scripts/bootstrap.sh (or pip install onnx2tf==1.29.24)")
-    return [exe]
+    from mobiledepth.converter_env import converter_tool
+
+    return [str(converter_tool("onnx2tf"))]
 
 
 def _last_error(log: Path) -> str:
@@ -100,11 +96,12 @@ def quantize(saved_model: Path, images_nchw: np.ndarray, precision: str, out_pat
     images_path = out_path.with_suffix(".calibration.npy")
     np.save(images_path, images_nchw.transpose(0, 2, 3, 1).astype(np.float32))
     log = out_path.with_suffix(".log")
-    command = [sys.executable, "-m", "mobiledepth.export.quantize_worker", str(saved_model),
-               str(images_path), precision, str(out_path)]
+    from mobiledepth.converter_env import worker_command
+
+    command = worker_command(Path(__file__).with_name("quantize_worker.py"), str(saved_model),
+                             str(images_path), precision, str(out_path))
     try:
-        code = run_child(command, log, timeout_s, f"{precision} quantisation", env=_tool_env(),
-                         cwd=Path(__file__).resolve().parents[2])
+        code = run_child(command, log, timeout_s, f"{precision} quantisation", env=_tool_env())
     finally:
         images_path.unlink(missing_ok=True)
     if code != 0 or not out_path.exists():

@@ -27,11 +27,13 @@ from mobiledepth.gate.baseline import (  # noqa: F401 - the gate's public names
 )
 from mobiledepth.gate.timing import (  # noqa: F401
     DEFAULT_MAX_RUNS, DEFAULT_RUNS, DEFAULT_WARMUP, STEP_RUNS, InterleavedSession, RepeatTimer, TimerFactory,
-    calibration_model, calibration_repeat, check_measured, host_timer, measure_until_decided, planned_looks,
+    calibration_model, calibration_repeat, check_measured, host_timer, measure_until_decided, paired_comparison,
+    planned_looks,
     require_tflite, time_interleaved, with_calibration_blocks,
 )
 from mobiledepth.gate.verdict import (  # noqa: F401
-    DEFAULT_ALPHA, DEFAULT_TOLERANCE, MIN_SAMPLES, Comparison, Unmeasurable, decide, median, parse_tolerance,
+    DEFAULT_ALPHA, DEFAULT_TOLERANCE, MIN_SAMPLES, Comparison, Unmeasurable, decide, decide_paired, median,
+    parse_tolerance, sign_test,
 )
 
 
@@ -79,7 +81,8 @@ def check_ab(
     tolerance: float = DEFAULT_TOLERANCE, alpha: float = DEFAULT_ALPHA, warmup: int = DEFAULT_WARMUP,
     max_runs: int | None = None, timer_factory: TimerFactory = host_timer, allow_different_model: bool = False,
 ) -> CheckResult:
-    """A/B gate: time NEW and OLD interleaved in this process and decide on the ratio of medians.
+    """A/B gate: time NEW and OLD interleaved in this process and decide on the median per-round ratio
+    (``decide_paired``: its order-statistic CI and a sign test).
 
     ``runs`` rounds first; while undecided (see ``decided``) batches of STEP_RUNS more, up to ``max_runs``.
     Models of another precision or input size are refused first (``match_ab_models``).
@@ -90,7 +93,7 @@ def check_ab(
     session = InterleavedSession([old_p, new_p], warmup, threads, timer_factory)
     per_look = alpha / planned_looks(runs, max_runs)  # Bonferroni over the sequential looks
     comparison = measure_until_decided(
-        session, lambda s: decide(s[0], s[1], tolerance, per_look, name=new_p.name), runs, max_runs)
+        session, lambda s: paired_comparison(s, tolerance, per_look, new_p.name), runs, max_runs)
     return CheckResult("ab", comparison, str(old_p), str(new_p), threads, session.rounds, warnings=warnings)
 
 
@@ -160,8 +163,8 @@ def check_baseline(
     per_look = alpha / planned_looks(runs, max_runs)  # Bonferroni over the sequential looks
     comparison = measure_until_decided(
         session,
-        lambda s: decide(baseline["samples_us"], s[0], tolerance, per_look, old_ref=baseline["calibration_samples_us"],
-                         new_ref=s[1], name=model.name),
+        lambda s: decide(baseline["samples_us"], s.samples[0], tolerance, per_look,
+                         old_ref=baseline["calibration_samples_us"], new_ref=s.samples[1], name=model.name),
         runs, max_runs)
     calib_s, baseline_calib = session.samples[1], baseline["calibration_samples_us"]
     return CheckResult(

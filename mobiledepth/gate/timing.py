@@ -91,14 +91,14 @@ def planned_looks(runs: int, max_runs: int) -> int:
 
 
 def measure_until_decided(
-    session: InterleavedSession, compare: Callable[[list[list[float]]], Comparison], runs: int, max_runs: int,
+    session: InterleavedSession, compare: Callable[[InterleavedSession], Comparison], runs: int, max_runs: int,
 ) -> Comparison:
-    """Run ``runs`` rounds, then batches of STEP_RUNS while the comparison is undecided, up to ``max_runs``."""
+    """Run ``runs`` rounds, then batches of STEP_RUNS while ``compare(session)`` is undecided, up to ``max_runs``."""
     session.run(runs)
     while True:
         for path, samples in zip(session.paths, session.samples):
             check_measured(samples, path, session.rounds)
-        comparison = compare(session.samples)
+        comparison = compare(session)
         if decided(comparison) or session.rounds >= max_runs:
             return comparison
         session.run(min(STEP_RUNS, max_runs - session.rounds))
@@ -157,3 +157,14 @@ def calibration_model() -> Path:
         raise UserError(f"calibration model {CALIBRATION_MODEL} is missing; reinstall mobiledepth "
                         "(or run 'python -m mobiledepth.gate.build_calibration')")
     return CALIBRATION_MODEL
+
+
+def paired_comparison(session: InterleavedSession, tolerance: float, alpha: float, name: str) -> Comparison:
+    """The A/B comparison of a two-model session (old first): per-round ratios new/old (the shared statistic)."""
+    from android_bench.interleave import round_ratios
+
+    from mobiledepth.gate.verdict import decide_paired
+
+    old, new = session.samples
+    return decide_paired(round_ratios(session.blocks[1], session.blocks[0]), median(old), median(new), len(old),
+                         len(new), tolerance, alpha, name)

@@ -1,7 +1,11 @@
-"""The gate's statistics: ratio of medians, a one-sided Mann-Whitney U test, a bootstrap CI, the verdict.
+"""The gate's statistics and verdict.
 
-Decision rule (``decide``): ratio r = median(new) / median(old) (calibration-normalised in
-baseline mode). The result is a **regression** iff r > 1 + tolerance AND a one-sided
+A/B mode (``decide_paired``) uses the statistic every latency decision in mobiledepth uses
+(``android_bench.interleave``): r = the median over rounds of new/old timed in the same round,
+its 95 % order-statistic CI, and a one-sided sign test on the per-round ratios (paired: a load
+that drifts over the session hits both sides of a ratio alike). Baseline mode (``decide``)
+compares two sessions, so nothing pairs the samples: ratio r = median(new) / median(old)
+(calibration-normalised). The result is a **regression** iff r > 1 + tolerance AND a one-sided
 Mann-Whitney U test (new slower than old) gives p < alpha AND the 95 % bootstrap confidence
 interval of r (``scipy.stats.bootstrap``; in baseline mode it resamples the calibration samples
 too) lies above 1.
@@ -139,6 +143,37 @@ def decide(
         verdict=_verdict(ratio, ci_low, ci_high, p_slower, p_faster, tolerance, alpha),
         tolerance=tolerance, alpha=alpha, normalised=len(samples) == 4,
     )
+
+
+def sign_test(ratios: Sequence[float]) -> tuple[float, float]:
+    """One-sided sign-test p-values (slower: ratios above 1 dominate; faster: below 1), ties dropped."""
+    import math
+
+    above, below = sum(r > 1 for r in ratios), sum(r < 1 for r in ratios)
+    n = above + below
+    if n == 0:
+        return 1.0, 1.0
+
+    def tail(k: int) -> float:  # P(Binomial(n, 1/2) >= k)
+        return sum(math.comb(n, i) for i in range(k, n + 1)) / 2 ** n
+
+    return tail(above), tail(below)
+
+
+def decide_paired(ratios: Sequence[float], old_median_us: float, new_median_us: float, n_old: int, n_new: int,
+                  tolerance: float = DEFAULT_TOLERANCE, alpha: float = DEFAULT_ALPHA, name: str = "model") -> Comparison:
+    """The A/B verdict on per-round ratios new/old: their median, its order-statistic CI, a sign test."""
+    from android_bench.interleave import median_interval
+
+    if len(ratios) < MIN_SAMPLES:
+        raise Unmeasurable(f"too few rounds timed both models ({len(ratios)}; need {MIN_SAMPLES}); "
+                           "check that both models run on this machine, or raise --runs")
+    ratio, ci_low, ci_high = median_interval(ratios, CONFIDENCE)
+    p_slower, p_faster = sign_test(ratios)
+    return Comparison(
+        name=name, old_median_us=old_median_us, new_median_us=new_median_us, ratio=ratio, ci_low=ci_low,
+        ci_high=ci_high, p_value=p_slower, n_old=n_old, n_new=n_new,
+        verdict=_verdict(ratio, ci_low, ci_high, p_slower, p_faster, tolerance, alpha), tolerance=tolerance, alpha=alpha)
 
 
 def decided(c: Comparison) -> bool:

@@ -1,6 +1,7 @@
 """Build single-layer TFLite models directly with TensorFlow (no ONNX, no onnx2tf).
 
-Run as a child process (``python -m mobiledepth.prune.layer_models JOBS.json OUT_DIR``) so
+Run as a child process in the converter environment, by file path (``python layer_models.py
+JOBS.json OUT_DIR``, see ``mobiledepth.converter_env``; it imports only numpy and TensorFlow), so
 that TensorFlow loads once for a whole table and never inside the caller: it reads a list of
 ``{"file", "layer"}`` jobs, writes each ``OUT_DIR/<file>`` atomically and prints
 ``done <file>`` (or ``fail <file> <reason>``) per job, flushing, for the caller's progress bar.

@@ -23,7 +23,6 @@ import itertools
 import json
 import os
 import random
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from pathlib import Path
 
 from mobiledepth.errors import MobileDepthError, StageFailed, UserError
 from mobiledepth.io import sha256_json, write_json_atomic
-from mobiledepth.records import new_record
+from mobiledepth.records import new_record, read_export_record
 from mobiledepth.progress import Progress, ProgressFn
 from mobiledepth.prune.layers import NULL_LAYER, Layer, network_layers
 
@@ -120,14 +119,12 @@ class LatencyTable:
             else:
                 ndim = len(next(iter(points)))
                 axes = [sorted({c[d] for c in points}) for d in range(ndim)]
-                self._families[family] = (axes, points)
+                self._families[family] = (axes, monotone_grid(axes, points))
         return self._families[family]
 
     def layer_us(self, layer: Layer) -> float:
-        """Latency of one layer: the measured entry, or (bi)linear interpolation over its family's grid."""
-        exact = self.entries.get(layer.key)
-        if exact is not None:
-            return self.entry_us(exact)
+        """Latency of one layer: (multi)linear interpolation over its family's grid made monotone
+        (a measured grid point reads as itself unless a narrower point timed slower)."""
         fam = self.family(layer.family)
         if fam is None:
             raise UserError(f"the lookup table has no entries for {layer.family}; build a table for this "
@@ -159,6 +156,21 @@ class Estimate:
         for layer, us in self.per_layer:
             out[layer.op] = out.get(layer.op, 0.0) + us
         return out
+
+
+def monotone_grid(axes: list[list[int]], points: dict[tuple, float]) -> dict[tuple, float]:
+    """The grid made non-decreasing along every channel axis (running maximum, axis by axis).
+
+    A wider layer never does less work; where noise made a wider grid point time faster, the
+    estimate would call a cut slower than no cut (seen: x0.75 estimated above x1). Interpolating a
+    monotone grid stays monotone, so the network estimate is monotone in every width."""
+    out = dict(points)
+    for d, axis in enumerate(axes):
+        for key in sorted(out, key=lambda c: c[d]):
+            below = [c for c in out if c[d] < key[d] and c[:d] + c[d + 1:] == key[:d] + key[d + 1:]]
+            if below:
+                out[key] = max(out[key], max(out[c] for c in below))
+    return out
 
 
 def _bracket(axis: list[int], value: float) -> tuple[int, int, float]:
@@ -271,16 +283,19 @@ def time_models(paths: list[Path], device: str, delegate: str, threads: int, run
 
 def _convert(jobs: list[dict], out_dir: Path, progress: ProgressFn | None,
              timeout_s: float | None = None) -> tuple[float, list[str]]:
-    """Build the single-layer TFLite models in one guarded TensorFlow child process (``mobiledepth.child``:
-    it dies with this process, and past ``timeout_s``, default 10 min + 10 s a job); returns (seconds, failures)."""
+    """Build the single-layer TFLite models in one guarded TensorFlow child process in the converter
+    environment (``mobiledepth.converter_env``; ``mobiledepth.child``: it dies with this process, and
+    past ``timeout_s``, default 10 min + 10 s a job); returns (seconds, failures)."""
     from mobiledepth.child import run_child
+    from mobiledepth.converter_env import converter_env, worker_command
 
     if not jobs:
         return 0.0, []
     jobs_file = out_dir / "jobs.json"
     jobs_file.write_text(json.dumps(jobs))
     start = time.perf_counter()
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    command = worker_command(Path(__file__).with_name("layer_models.py"), str(jobs_file), str(out_dir))
+    env = {**converter_env(), "TF_CPP_MIN_LOG_LEVEL": "3"}
     failures: list[str] = []
     finished = [0]
 
@@ -293,12 +308,11 @@ def _convert(jobs: list[dict], out_dir: Path, progress: ProgressFn | None,
                 progress(Progress("convert", "layer", done=finished[0], total=len(jobs)))
 
     log = out_dir / "builder.log"  # TF is chatty: stderr goes to a file, stdout carries the progress lines
-    code = run_child([sys.executable, "-m", "mobiledepth.prune.layer_models", str(jobs_file), str(out_dir)], log,
-                     timeout_s or 600 + 10 * len(jobs), "the layer-model builder", env=env,
-                     cwd=str(Path(__file__).resolve().parents[2]), on_line=on_line)
+    code = run_child(command, log, timeout_s or 600 + 10 * len(jobs), "the layer-model builder", env=env,
+                     on_line=on_line)
     if code != 0:
         tail = [l for l in log.read_text(errors="replace").strip().splitlines() if l.strip()][-1:] or ["no output"]
-        raise StageFailed(f"the layer-model builder failed ({tail[0][:200]}); check that tensorflow imports in this environment")
+        raise StageFailed(f"the layer-model builder failed ({tail[0][:200]}); check that tensorflow imports in the converter environment ({command[0]})")
     return time.perf_counter() - start, failures
 
 
@@ -447,26 +461,91 @@ def measure_spec(spec: dict, input_size: tuple[int, int], device: str, delegate:
             "latency_us": statistic_of(samples, statistic), "statistic": statistic}
 
 
-def interleaved_host(models: dict[str, str | Path], rounds: int = 200, threads: int = 1,
-                     burst: int = 10) -> dict[str, dict]:
-    """Time TFLite models round-robin on host, so that a busy machine slows them all alike;
-    returns per-model min / p5 / median (µs) and the samples.
+class DeviceRunTimer:
+    """One benchmark_model invocation on a phone per ``time_once`` (its median, µs): a phone's turn in
+    the interleaved harness (models alternate invocation by invocation, a cool-down between turns)."""
 
-    Each model runs ``burst`` invokes in a row per turn (the first is an untimed warm-up):
-    alternating single invokes would time every model with caches cold from the others
-    (measured here: +25 % on a 3.5 ms model), which neither a phone app nor the LUT sees.
-    The order of the turns rotates from round to round (``android_bench.interleave``)."""
+    def __init__(self, path: Path, device: str, delegate: str, threads: int, runs: int, warmup: int = 5):
+        self.args = ([path], device, delegate, threads, runs, warmup)
+
+    def time_once(self) -> float:
+        result = time_models(*self.args)[0]
+        if result["failed"]:
+            raise StageFailed(f"timing {self.args[0][0]} on {self.args[1]} failed: {result['error']}")
+        return float(result["stats"]["median"])
+
+
+@dataclass
+class SessionTiming:
+    """Models timed interleaved with a reference in one session, summarised by the shared statistic
+    (``android_bench.interleave``): each model's median per-round ratio to the reference, with its CI."""
+
+    ratios: dict[str, object]  # name -> RatioInterval (model / reference)
+    reference_us: float        # the reference's median turn in this session
+    absolute: dict[str, tuple[float, float, float]]  # name -> (median, low, high) of its turns, µs
+    rounds: int
+
+    def latency_us(self, name: str):
+        """``name``'s latency interval in µs: its ratio interval times the reference's latency here."""
+        return self.ratios[name].scaled(self.reference_us)
+
+
+# fresh interpreters every this many rounds: where an instance lands in memory shifts its speed by
+# several percent (docs/ci.md); with one instance per model per session, two sessions of the same
+# pair differed by 1-4 % (docs/benchmarks.md, issue 11: reloading is the remedy tried, not proven)
+HOST_RELOAD_ROUNDS = 5
+
+
+def timing_harness(paths: list[Path], device: str, delegate: str, threads: int, burst: int = 10,
+                   device_runs: int = 20, cooldown_s: float = 5.0):
+    """The shared harness for ``paths``: on host, rotated turns of ``burst`` invokes (the first untimed:
+    caches warm as in an app), interpreters loaded anew every HOST_RELOAD_ROUNDS rounds; on a phone,
+    one benchmark_model invocation per turn and a cool-down."""
     from functools import partial
 
-    from android_bench.host import HostModel
     from android_bench.interleave import Interleaved
 
-    timed = max(burst - 1, 1)
-    harness = Interleaved([partial(HostModel, path, threads) for path in models.values()], block=timed, untimed=1,
-                          order="rotate", drop_failures=False)
-    samples = dict(zip(models, harness.run(max(1, rounds // timed))))
-    return {name: {"min": min(v), "p5": statistic_of(v, "p5"), "median": statistic_of(v, "median"), "runs": len(v),
-                   "samples_us": v} for name, v in samples.items()}
+    if device.lower() == "host":
+        from android_bench.host import HostModel
+
+        return Interleaved([partial(HostModel, path, threads) for path in paths], block=max(burst - 1, 1), untimed=1,
+                           order="rotate", reload_every=HOST_RELOAD_ROUNDS, drop_failures=False)
+    return Interleaved([partial(DeviceRunTimer, path, device, delegate, threads, device_runs) for path in paths],
+                       order="rotate", pause_s=cooldown_s, drop_failures=False)
+
+
+def time_against(models: dict[str, Path], reference: Path, device: str = "host", delegate: str = "cpu",
+                 threads: int = 1, rounds: int = 20, max_rounds: int = 120, precision: float = 0.02,
+                 settled=None, reduce=None, reference_name: str = "reference",
+                 cooldown_s: float = 5.0) -> SessionTiming:
+    """Time ``models`` interleaved with ``reference`` until every ratio's CI is within ``precision``
+    (or ``settled(timing)`` says the decision is clear), ``rounds`` .. ``max_rounds`` rounds.
+
+    ``reduce`` turns one turn's timed block into one value (default: its median)."""
+    from android_bench.interleave import measure_ratios
+
+    names = list(models)
+    harness = timing_harness([Path(models[n]) for n in names] + [Path(reference)], device, delegate, threads,
+                             cooldown_s=cooldown_s)
+    ref = len(names)
+
+    def summary() -> SessionTiming:
+        return _session_summary(harness, names, ref, reduce, reference_name)
+
+    measure_ratios(harness, ref, rounds, max_rounds, settled=(lambda _: settled(summary())) if settled else None,
+                   precision=precision, reduce=reduce)
+    return summary()
+
+
+def _session_summary(harness, names: list[str], ref: int, reduce, reference_name: str) -> SessionTiming:
+    from android_bench.interleave import block_values, median_interval, ratio_interval
+
+    return SessionTiming(
+        ratios={n: ratio_interval(harness.blocks[i], harness.blocks[ref], reduce=reduce) for i, n in enumerate(names)},
+        reference_us=median_interval(block_values(harness.blocks[ref], reduce))[0],
+        absolute={n: median_interval(block_values(harness.blocks[i], reduce))
+                  for i, n in enumerate(names + [reference_name])},
+        rounds=harness.rounds)
 
 
 @dataclass
@@ -475,10 +554,43 @@ class ValidationRow:
     widths: dict
     estimate_us: float
     measured_us: float
+    measured_low_us: float
+    measured_high_us: float
 
     @property
     def error(self) -> float:
         return (self.estimate_us - self.measured_us) / self.measured_us
+
+    @property
+    def error_interval(self) -> tuple[float, float]:
+        """The error's 95 % interval (from the measurement's order-statistic CI)."""
+        return self.estimate_us / self.measured_high_us - 1, self.estimate_us / self.measured_low_us - 1
+
+
+def exported_variant(variant: dict, size: tuple[int, int], work: Path) -> Path:
+    """The variant's fp32 TFLite file: reused when this spec and size were exported into ``work``
+    before (the folder is named by their hash), exported now otherwise."""
+    out_dir = work / f"v-{sha256_json({'spec': variant, 'size': list(size)})[:16]}"
+    try:
+        artifact = read_export_record(out_dir).tflite_artifact()
+        if artifact and (out_dir / artifact["path"]).is_file():
+            return out_dir / artifact["path"]
+    except MobileDepthError:
+        pass  # no complete export there yet
+    return export_spec(variant, size, out_dir)[0]
+
+
+def _validation_timing(files: dict[str, Path], table: "LatencyTable", runs: int) -> dict[str, tuple]:
+    """Every variant's latency (median, low, high in µs) from the shared harness: interleaved turns, one
+    value per turn under the table's statistic, the median over turns with its order-statistic CI
+    (``runs``: about how many timed invokes per variant before the first look)."""
+    meta = table.meta
+    names = list(files)
+    rounds = max(6, runs // 9)
+    timing = time_against({n: files[n] for n in names[1:]}, files[names[0]], meta["device"], meta["delegate"],
+                          meta["threads"], rounds=rounds, max_rounds=rounds * 4, precision=0.01,
+                          reduce=lambda block: statistic_of(block, table.statistic), reference_name=names[0])
+    return timing.absolute
 
 
 def validate_lut(table_path: str | os.PathLike, model: str | dict | None = None, random_count: int = 3,
@@ -498,20 +610,14 @@ def validate_lut(table_path: str | os.PathLike, model: str | dict | None = None,
     work.mkdir(parents=True, exist_ok=True)
     variants = variant_specs(spec, multipliers, random_count, meta["multiple"], seed)
     files = {}
-    for index, (name, variant) in enumerate(variants):
+    for name, variant in variants:
         if progress:
-            progress(Progress("export", "start", detail=f"exporting {name}"))
-        files[name] = export_spec(variant, size, work / f"v{index}")[0]
+            progress(Progress("export", "start", detail=f"exporting {name} (or reusing its export)"))
+        files[name] = exported_variant(variant, size, work)
     if progress:
-        progress(Progress("time", "start", detail=f"timing {len(files)} models on {meta['device']}"))
-    if meta["device"] == "host":  # interleaved: every variant sees the same machine load
-        timed = {name: statistic_of(t["samples_us"], table.statistic)
-                 for name, t in interleaved_host(files, runs, meta["threads"]).items()}
-    else:
-        results = time_models(list(files.values()), meta["device"], meta["delegate"], meta["threads"], runs, 5)
-        timed = {name: statistic_of(r["samples_us"] or [r["stats"]["median"]], table.statistic)
-                 for name, r in zip(files, results) if not r["failed"]}
-    rows = [ValidationRow(name, group_widths(variant), table.estimate(variant, size).total_us, timed[name])
+        progress(Progress("time", "start", detail=f"timing {len(files)} models on {meta['device']}, interleaved"))
+    timed = _validation_timing(files, table, runs)
+    rows = [ValidationRow(name, group_widths(variant), table.estimate(variant, size).total_us, *timed[name])
             for name, variant in variants if name in timed]
     errors = sorted(abs(r.error) for r in rows)
     report = {
@@ -519,7 +625,10 @@ def validate_lut(table_path: str | os.PathLike, model: str | dict | None = None,
         "table": str(table_path), "device": meta["device"], "delegate": meta["delegate"], "input_size": list(size),
         "statistic": table.statistic,
         "rows": [{"name": r.name, "estimate_us": r.estimate_us, "measured_us": r.measured_us, "error": r.error,
-                  "widths": r.widths} for r in rows],
+                  "measured_interval_us": [r.measured_low_us, r.measured_high_us],
+                  "error_interval": list(r.error_interval), "widths": r.widths} for r in rows],
+        "timing": "interleaved rotated turns of 10 invokes (1 untimed); per turn the table's statistic; "
+                  "median over turns with a 95 % order-statistic CI",
         "max_abs_error": errors[-1], "median_abs_error": percentile(errors, 50),
     }
     write_json_atomic(work / "validation.json", report)

@@ -17,8 +17,9 @@ from mobiledepth.errors import UserError
 
 # SPEC §5, DIW: batch 4, Adam, lr 1e-4 halved every epoch, 5 epochs, input 224x448.
 DEFAULTS: dict[str, Any] = {
-    "model": "mdepth-mnv2-fbnet",
-    "teacher": None,  # zoo name or checkpoint path; enables the distillation terms
+    "model": "mdepth-mnv2-fbnet",  # zoo name, spec YAML, checkpoint, or your own module:factory (docs/train.md)
+    "init_checkpoint": None,  # weights to start from, for the model named by 'model' (e.g. a factory's checkpoint)
+    "teacher": None,  # zoo name, spec YAML, checkpoint or module:factory; enables the distillation terms
     "seed": 0,
     "input_size": [224, 448],
     "batch_size": 4,
@@ -28,7 +29,15 @@ DEFAULTS: dict[str, Any] = {
     "optimizer": {"name": "adam", "lr": 1.0e-4, "weight_decay": 0.0, "momentum": 0.9},
     "scheduler": {"name": "step", "step_epochs": 1, "gamma": 0.5},
     "data": {"train_split": "train", "val_split": "test", "skip_bad": False, "cache_images": True,
-             "val_limit": 500},
+             "val_limit": 500,
+             "workers": None,  # DataLoader workers (None: from the CPU count on accelerators, 0 on the CPU)
+             "prefetch": 2},  # batches each worker decodes ahead
+    # where it runs (docs/train.md): auto = this rank's CUDA GPU when present, else mps, else cpu
+    "device": "auto",
+    "precision": "auto",  # fp32 | bf16 | fp16 (GradScaler) | auto: bf16/fp16 on GPUs, fp32 on the CPU
+    "channels_last": None,  # None: on for CUDA
+    "compile": False,  # torch.compile the student
+    "accumulate": 1,  # parts each process splits its share of a global batch into (gradients accumulated)
     "loss": {
         "ranking": True,
         "intermediate": True,  # 0.5 final + 0.25 + 0.25 intermediate heads
@@ -45,6 +54,8 @@ DEFAULTS: dict[str, Any] = {
     "checkpoint": {"every_steps": 500},
     "log_every": 10,
     "threads": None,  # torch.set_num_threads (None: torch's default)
+    # `train --qat` (mobiledepth.train.qat): int8 quantisation-aware fine-tuning of a trained checkpoint
+    "qat": {"enabled": False, "min_images": 16, "calibration_images": 32, "freeze_observers": 0.5, "distill": True},
 }
 
 
@@ -108,6 +119,10 @@ def check_config(cfg: dict) -> None:
         raise UserError(f"scheduler.name {cfg['scheduler']['name']!r} is not supported; use step or none")
     if cfg["rebalance"]["order"] not in ("fast-first", "slow-first"):
         raise UserError(f"rebalance.order must be fast-first or slow-first, got {cfg['rebalance']['order']!r}")
+    if int(cfg["accumulate"]) < 1:
+        raise UserError(f"accumulate must be at least 1, got {cfg['accumulate']}")
+    if cfg["data"]["workers"] is not None and int(cfg["data"]["workers"]) < 0:
+        raise UserError(f"--workers must be 0 or more, got {cfg['data']['workers']}")
     if cfg["max_steps"] is not None and int(cfg["max_steps"]) < 1:
         raise UserError(f"max_steps must be at least 1, got {cfg['max_steps']}")
     if not cfg["loss"]["ranking"] and not (cfg["teacher"] and (cfg["loss"]["rmse"] or cfg["loss"]["pairwise"])):

@@ -12,12 +12,18 @@ Run directory (``out``)::
 Determinism: the data order of epoch e is ``randperm(seed, e)``, the model init uses the
 seed, and the resume point stores every piece of state, so an interrupted and resumed run
 ends with the same weights as an uninterrupted one (bit for bit on CPU, same thread count).
+
+Scale (docs/train.md): the device, mixed precision and layout come from :mod:`.device`, the
+batches from a DataLoader with workers (:mod:`.loader`), and under ``torchrun`` every process
+trains its parts of each global batch through DistributedDataParallel (:mod:`.distributed`);
+rank 0 alone writes the run directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import math
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -27,9 +33,14 @@ import torch
 from mobiledepth.errors import UserError
 from mobiledepth.progress import Progress, ProgressFn, silent
 from mobiledepth.train.config import dump_yaml, load_yaml, loss_terms, resolve_config
-from mobiledepth.train.distill import Teacher, check_tap, forward_with_tap, load_model_ref
+from mobiledepth.compute import distributed as dist_
+from mobiledepth.compute.device import DeviceSettings, device_settings, place_model, to_device
+from mobiledepth.train.distill import Teacher, check_tap, forward_with_tap, has_features, load_model_ref
+from mobiledepth.train.loader import EpochBatches, LoaderSettings, default_workers, epoch_order, make_loader
 from mobiledepth.train.losses import pairwise_loss, ranking_loss, rmse_loss, with_heads
 from mobiledepth.train.rebalance import Rebalancer
+
+__all__ = ["TrainResult", "TrainSetup", "epoch_order", "prepare", "run", "train"]
 
 STATE_KIND = "mobiledepth-train-state/1"
 
@@ -52,8 +63,12 @@ class TrainResult:
 def compute_terms(model, batch: dict, cfg: dict, teacher: Teacher | None) -> dict[str, torch.Tensor]:
     """The unweighted loss terms of one batch (intermediate heads wrapped inside each term)."""
     loss_cfg = cfg["loss"]
-    prediction, feature = forward_with_tap(model, batch["image"], loss_cfg["student_tap"])
+    if hasattr(model, "forward_train"):
+        prediction, feature = forward_with_tap(model, batch["image"], loss_cfg["student_tap"])
+    else:  # a TrainForward, maybe inside DistributedDataParallel or torch.compile
+        prediction, feature = model(batch["image"])
     intermediates = prediction.intermediates if loss_cfg["intermediate"] else []
+    check_head_weights(len(intermediates), loss_cfg, "the model")
     head_weights = loss_cfg["head_weights"][: len(intermediates) + 1] if intermediates else [1.0]
     terms: dict[str, torch.Tensor] = {}
     names = loss_terms(cfg)
@@ -67,6 +82,13 @@ def compute_terms(model, batch: dict, cfg: dict, teacher: Teacher | None) -> dic
         points, rel, mask = batch["points"], batch["rel"], batch["mask"]
         terms["ranking"] = with_heads(lambda d: ranking_loss(d, points, rel, mask), prediction.depth, intermediates, head_weights)
     return terms
+
+
+def check_head_weights(heads: int, loss_cfg: dict, name: str) -> None:
+    """A model with K intermediate heads needs K + 1 head weights (final first); one line when it has fewer."""
+    if loss_cfg["intermediate"] and heads + 1 > len(loss_cfg["head_weights"]):
+        raise UserError(f"{name} returns {heads} intermediate heads, so loss.head_weights needs {heads + 1} weights "
+                        f"(final first), not {len(loss_cfg['head_weights'])}; set them, or loss.intermediate: false")
 
 
 def fixed_weights(cfg: dict) -> dict[str, float]:
@@ -94,10 +116,16 @@ def make_scheduler(optimizer, cfg: dict):
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=int(sched["step_epochs"]), gamma=float(sched["gamma"]))
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    """The sample order of an epoch: a function of (seed, epoch) only, so resume can replay it."""
-    generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
-    return torch.randperm(n, generator=generator).tolist()
+class TrainForward(torch.nn.Module):
+    """The student's training pass as ``forward`` (what DistributedDataParallel and torch.compile wrap):
+    ``x -> (DepthPrediction, tapped feature map)``."""
+
+    def __init__(self, model: torch.nn.Module, tap: str) -> None:
+        super().__init__()
+        self.model, self.tap = model, tap
+
+    def forward(self, x: torch.Tensor):
+        return forward_with_tap(self.model, x, self.tap)
 
 
 def rebalance_points(steps_per_epoch: int, per_epoch: int) -> set[int]:
@@ -132,16 +160,43 @@ class _Interrupt:
 
 
 # --------------------------------------------------------------------------- state
-def save_state(path: Path, model, spec, cfg, optimizer, scheduler, rebalancer, step: int, epoch: int) -> Path:
-    """A resume point: model weights + every piece of training state (weights_only-loadable)."""
+class _CpuWeights:
+    """A model seen through CPU copies of its weights: checkpoints load on machines without its device."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+
+    def state_dict(self) -> dict:
+        from mobiledepth.compute.device import cpu_state_dict
+
+        return cpu_state_dict(self.model)
+
+
+def _to_cpu(value):
+    """Tensors inside nested dicts / lists moved to the CPU (optimizer state of a GPU run)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu")
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
+
+
+def save_state(path: Path, model, spec, cfg, optimizer, scheduler, rebalancer, step: int, epoch: int,
+               scaler=None, world_size: int = 1, model_meta: dict | None = None) -> Path:
+    """A resume point: model weights + every piece of training state (weights_only-loadable, CPU tensors).
+    ``model_meta``: what names the model besides the spec (a factory's reference as given, as data)."""
     from mobiledepth.arch import save_checkpoint
 
     return save_checkpoint(
-        path, model, spec,
+        path, _CpuWeights(model), spec,
         kind=STATE_KIND, step=step, epoch=epoch, input_size=list(cfg["input_size"]),
-        optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+        optimizer=_to_cpu(optimizer.state_dict()), scheduler=scheduler.state_dict(),
         rebalancer=rebalancer.state_dict() if rebalancer is not None else None,
         rng_torch=torch.get_rng_state(),
+        scaler=scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+        world_size=world_size, **(model_meta or {}),
     )
 
 
@@ -156,6 +211,10 @@ def _trim_metrics(path: Path, step: int) -> None:
 
 
 RESUME_KEYS = ("step", "epoch", "optimizer", "scheduler", "rng_torch")
+# what a resumed run may change: when to stop, and where / how fast it computes (not what it computes)
+FACTORY_KEYS = ("model", "teacher")  # config keys that may name a module:factory (confirmed on the command line)
+RESUME_MAY_CHANGE = ("epochs", "max_steps", "max_minutes", "device", "precision", "channels_last", "compile",
+                     "threads", "data.workers", "data.prefetch")
 
 
 def read_resume_point(path: Path, model) -> dict:
@@ -176,7 +235,7 @@ def read_resume_point(path: Path, model) -> dict:
 
 def _restore(meta: dict, optimizer, scheduler, rebalancer) -> tuple[Rebalancer | None, int]:
     """Load a resume point's optimisation state (its weights are already in the model); returns (rebalancer, step)."""
-    optimizer.load_state_dict(meta["optimizer"])
+    optimizer.load_state_dict(meta["optimizer"])  # moves the state to the parameters' device
     scheduler.load_state_dict(meta["scheduler"])
     if rebalancer is not None and meta.get("rebalancer"):
         rebalancer = Rebalancer.from_state_dict(meta["rebalancer"])
@@ -210,6 +269,19 @@ class TrainSetup:
     spec: dict
     teacher: Teacher | None
     resume_meta: dict | None = None  # the resume point's state (its weights are already in ``model``)
+    device: DeviceSettings | None = None  # None: the CPU in fp32
+    world: dist_.World = dist_.SINGLE
+    source: object = None  # the student as resolved (mobiledepth.arch.resolve.ResolvedModel)
+    notes: list[str] = field(default_factory=list)  # what the run adjusted to the model (shown by the CLI)
+
+    @property
+    def model_name(self) -> str | None:
+        """The zoo/spec name, or the factory reference as given."""
+        return self.source.name if self.source is not None else (self.spec or {}).get("name")
+
+    def model_meta(self) -> dict:
+        """What every checkpoint of this run remembers besides the spec (a factory's reference, never run from it)."""
+        return self.source.checkpoint_meta() if self.source is not None else {}
 
     def skipped(self) -> tuple[int, int]:
         """(images, pairs) dropped by ``data.skip_bad`` from the training and validation data."""
@@ -224,6 +296,8 @@ def _resolve_run(config, data, out, resume, overrides: dict) -> tuple[dict, Path
     if resume is None:
         if data is None or out is None:
             raise UserError("train needs --data DIR and --out RUN_DIR (or --resume RUN_DIR)")
+        if isinstance(config, (str, os.PathLike)):
+            confirm_factories(load_yaml(config), overrides, f"config {config}")
         cfg = resolve_config(config, **overrides)
         run_dir = check_writable(out, "--out", folder=True)
         if (run_dir / "checkpoints" / "last.pt").exists():
@@ -236,11 +310,25 @@ def _resolve_run(config, data, out, resume, overrides: dict) -> tuple[dict, Path
     saved = load_yaml(run_dir / "config.yaml")
     data = data or saved.pop("data_path", None)
     saved.pop("data_path", None)
-    allowed = {k: v for k, v in overrides.items() if k in ("epochs", "max_steps", "max_minutes") and v is not None}
+    confirm_factories(saved, overrides, f"run {run_dir}")
+    allowed = {k: v for k, v in overrides.items() if v is not None
+               and (k in RESUME_MAY_CHANGE or (k in FACTORY_KEYS and v == saved.get(k)))}
     other = [k for k, v in overrides.items() if v is not None and k not in allowed]
     if other:
         raise UserError(f"--resume continues the saved config; {', '.join(other)} cannot change (start a new run instead)")
     return resolve_config(saved, **allowed), run_dir, data
+
+
+def confirm_factories(named: dict, overrides: dict, source: str) -> None:
+    """A config file may name a ``module:factory`` only when the same flag on the command line confirms it:
+    files are data, and only the user's own ``--model`` / ``--teacher`` imports code."""
+    from mobiledepth.arch.resolve import is_factory_ref
+
+    for key in FACTORY_KEYS:
+        value = named.get(key)
+        if is_factory_ref(value) and overrides.get(key) != value:
+            raise UserError(f"{source} names {value} as its {key}, and a file may not name code to run; "
+                            f"pass --{key} {value} to confirm it")
 
 
 def prepare(
@@ -249,6 +337,9 @@ def prepare(
 ) -> TrainSetup:
     """Check everything a run needs before the first step (config, run directory, every image, model, teacher)."""
     cfg, run_dir, data = _resolve_run(config, data, out, resume, overrides)
+    world = dist_.world_from_env()
+    device = device_settings(cfg["device"], cfg["precision"], cfg["channels_last"], bool(cfg["compile"]),
+                             world.local_rank)
     if cfg["threads"]:
         torch.set_num_threads(int(cfg["threads"]))
     data_cfg = cfg["data"]
@@ -258,32 +349,72 @@ def prepare(
         val_data = _load_split(data, data_cfg["val_split"], data_cfg["skip_bad"], required=False,
                                limit=int(data_cfg["val_limit"]) if data_cfg["val_limit"] else None)
     torch.manual_seed(int(cfg["seed"]))  # the seed fixes the init
-    model, spec = load_model_ref(cfg["model"], with_heads=bool(cfg["loss"]["intermediate"]))
+    model, source = load_model_ref(cfg["model"], with_heads=bool(cfg["loss"]["intermediate"]),
+                                   checkpoint=cfg["init_checkpoint"] if resume is None else None)
     check_tap(model, cfg["loss"]["student_tap"], "student")
     teacher = Teacher(cfg["teacher"], cfg["loss"]["teacher_tap"]) if cfg["teacher"] else None
+    notes = fit_losses_to_models(cfg, source, teacher)
     if not cfg["rebalance"]["enabled"]:
         fixed_weights(cfg)  # a missing loss weight is found now, not at the first step
     resume_meta = read_resume_point(run_dir / "checkpoints" / "last.pt", model) if resume is not None else None
-    return TrainSetup(cfg, run_dir, data, resume is not None, train_data, val_data, model, spec, teacher, resume_meta)
+    dist_.check_sharding(world, int(cfg["batch_size"]), int(cfg["accumulate"]), len(train_data.samples))
+    world = dist_.join(world, device.device)  # last: every check above fails alone, before any collective
+    return TrainSetup(cfg, run_dir, data, resume is not None, train_data, val_data, model, source.spec, teacher,
+                      resume_meta, device, world, source=source, notes=notes)
+
+
+def fit_losses_to_models(cfg: dict, student, teacher: Teacher | None) -> list[str]:
+    """Check a user's model against the contract at the training size, before the first step, and fit the losses.
+
+    A factory model (student or teacher) is run once: it must return a depth map of the input size; its
+    intermediate heads need as many head weights. The pair-wise term needs a feature map from both models:
+    ``features`` exists only in mobiledepth's own models, so with another model it runs only when the user
+    names a tap (``loss.student_tap`` / ``loss.teacher_tap``); otherwise it is switched off (returned as a note)."""
+    from mobiledepth.arch.resolve import check_depth_output
+    from mobiledepth.train.config import check_config
+
+    loss, size = cfg["loss"], tuple(cfg["input_size"])
+    if student.kind == "factory":
+        heads = check_depth_output(student.model, size, f"--model {student.name}")
+        check_head_weights(heads, loss, f"--model {student.name}")
+    if teacher is None:
+        return []
+    if teacher.source.kind == "factory":
+        check_depth_output(teacher.model, size, f"--teacher {teacher.source.name}")
+    untapped = [role for role, net, tap in (("student", student.model, loss["student_tap"]),
+                                            ("teacher", teacher.model, loss["teacher_tap"]))
+                if tap == "features" and not has_features(net)]
+    if not (loss["pairwise"] and untapped):
+        return []
+    loss["pairwise"] = False
+    check_config(cfg)  # still some loss term left
+    return [f"pair-wise distillation is off: the {' and '.join(untapped)} model has no 'features' map; name a "
+            "feature tap (loss.student_tap / loss.teacher_tap: a submodule) to turn it on"]
 
 
 # --------------------------------------------------------------------------- the loop
-def validation_whdr(model, data, input_size: tuple[int, int], batch_size: int = 16):
+def validation_whdr(model, data, input_size: tuple[int, int], batch_size: int = 16,
+                    device: torch.device | None = None, world: dist_.World = dist_.SINGLE):
     """WHDR of ``model`` (in eval mode, no gradients) on DIW-format ``data``, read as ``mobiledepth eval`` reads it.
 
     Only WHDR's loop and arithmetic come from evaluate (:mod:`mobiledepth.evaluate.whdr`), not
-    its backends: training runs the torch module itself."""
-    from mobiledepth.evaluate.whdr import evaluate_runtime
+    its backends: training runs the torch module itself. Under torchrun each rank evaluates its
+    shard and the counts are summed, so the value is exactly the single-process one."""
+    from mobiledepth.arch.resolve import depth_of
+    from mobiledepth.evaluate.whdr import WhdrResult, evaluate_runtime, shard
+
+    device = device or torch.device("cpu")
 
     def predict(images):
-        return model(torch.from_numpy(images)).numpy()
+        return depth_of(model(torch.from_numpy(images).to(device))).float().cpu().numpy()
 
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        total, _ = evaluate_runtime(predict, data, input_size, batch_size)
+        total, _ = evaluate_runtime(predict, shard(data, world.rank, world.size), input_size, batch_size)
     model.train(was_training)
-    return total
+    correct, pairs = dist_.all_sum([total.correct, total.pairs], world, device)
+    return WhdrResult(int(correct), int(pairs))
 
 
 class _Loop:
@@ -292,20 +423,20 @@ class _Loop:
 
     def __init__(self, setup: TrainSetup, progress: ProgressFn):
         """Build the optimisation state, restore it from the resume point or start a fresh run directory."""
-        from mobiledepth.data.dataset import DiwDataset
-
         cfg = self.cfg = setup.cfg
         self.setup, self.progress, self.model = setup, progress, setup.model
-        self.model.train()
+        self.world, self.device = setup.world, setup.device or device_settings("cpu")
+        self.forward = self._place()
         self.optimizer = make_optimizer(self.model.parameters(), cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg)
+        self.scaler = self.device.grad_scaler()
         self.names = loss_terms(cfg)
         rb_cfg = cfg["rebalance"]
         self.rebalancer = (Rebalancer(self.names, rb_cfg["order"], float(rb_cfg["lambda_start"]),
                                       float(rb_cfg["lambda_step"])) if rb_cfg["enabled"] else None)
-        self.dataset = DiwDataset(setup.train_data, tuple(cfg["input_size"]), cache=bool(cfg["data"]["cache_images"]))
-        self.batch_size = int(cfg["batch_size"])
-        self.steps_per_epoch = math.ceil(len(self.dataset) / self.batch_size)
+        self.batch_size, self.accumulate = int(cfg["batch_size"]), int(cfg["accumulate"])
+        self._open_loader()
+        self.steps_per_epoch = self.batches.steps_per_epoch
         self.total_steps = self.steps_per_epoch * int(cfg["epochs"])
         self.stop_at = min(self.total_steps, int(cfg["max_steps"])) if cfg["max_steps"] else self.total_steps
         self.metrics_path = setup.run_dir / "metrics.jsonl"
@@ -317,6 +448,30 @@ class _Loop:
         self.val_whdr: float | None = None
         self.start_time = time.perf_counter()
 
+    def _place(self) -> torch.nn.Module:
+        """The student (and teacher) on the device; the training pass wrapped for DDP / torch.compile."""
+        place_model(self.model, self.device)
+        self.model.train()
+        if self.setup.teacher is not None:
+            place_model(self.setup.teacher.model, self.device)
+        forward = dist_.wrap(TrainForward(self.model, self.cfg["loss"]["student_tap"]), self.world,
+                             self.device.device)
+        return torch.compile(forward) if self.device.compile else forward
+
+    def _open_loader(self) -> None:
+        from mobiledepth.data.dataset import DiwDataset
+
+        cfg, data_cfg = self.cfg, self.cfg["data"]
+        workers = data_cfg["workers"]
+        if workers is None:
+            local = int(__import__("os").environ.get("LOCAL_WORLD_SIZE", "1"))
+            workers = default_workers(self.device.accelerator, local)
+        self.dataset = DiwDataset(self.setup.train_data, tuple(cfg["input_size"]), draft=True,
+                                  cache=bool(data_cfg["cache_images"]) and int(workers) == 0)
+        self.batches = EpochBatches(len(self.dataset), self.batch_size, int(cfg["seed"]), self.world, self.accumulate)
+        self.loader = make_loader(self.dataset, self.batches,
+                                  LoaderSettings(int(workers), int(data_cfg["prefetch"]), self.device.pin_memory))
+
     def _open_run_dir(self) -> None:
         """Resume: restore the state, drop the records of the lost future; new: an empty log. Then config.yaml."""
         from mobiledepth.io import write_text_atomic
@@ -324,6 +479,11 @@ class _Loop:
         setup = self.setup
         if setup.resume_meta is not None:
             self.rebalancer, self.step = _restore(setup.resume_meta, self.optimizer, self.scheduler, self.rebalancer)
+            if setup.resume_meta.get("scaler") and self.scaler.is_enabled():
+                self.scaler.load_state_dict(setup.resume_meta["scaler"])
+        if not self.world.is_main:
+            return
+        if setup.resume_meta is not None:
             _trim_metrics(self.metrics_path, self.step)
         else:
             setup.run_dir.mkdir(parents=True, exist_ok=True)
@@ -333,46 +493,82 @@ class _Loop:
                           dump_yaml({**self.cfg, "data_path": str(Path(setup.data).resolve())}))
 
     def log(self, record: dict) -> None:
-        with open(self.metrics_path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        if self.world.is_main:
+            with open(self.metrics_path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
 
     def notify(self, record: dict) -> None:
-        self.progress(Progress("train", record["event"], done=self.step, total=self.stop_at, info=record))
+        if self.world.is_main:
+            self.progress(Progress("train", record["event"], done=self.step, total=self.stop_at, info=record))
 
     def checkpoint(self, tag: str | None = None) -> Path:
-        """Refresh ``last.pt`` (and write ``<tag>.pt`` too when tagged); returns the last one written."""
+        """Refresh ``last.pt`` (and write ``<tag>.pt`` too when tagged); returns the last one written (rank 0 writes)."""
         tags = ["last"] + ([tag] if tag else [])
         for name in tags:
-            path = save_state(self.setup.run_dir / "checkpoints" / f"{name}.pt", self.model, self.setup.spec, self.cfg,
-                              self.optimizer, self.scheduler, self.rebalancer, self.step,
-                              self.step // self.steps_per_epoch)
+            path = self.setup.run_dir / "checkpoints" / f"{name}.pt"
+            if self.world.is_main:
+                save_state(path, self.model, self.setup.spec, self.cfg, self.optimizer, self.scheduler,
+                           self.rebalancer, self.step, self.step // self.steps_per_epoch, self.scaler, self.world.size,
+                           self.setup.model_meta())
+        dist_.barrier(self.world)  # no rank runs ahead of a resume point that is not on disk yet
         return path
 
     def epoch(self, interrupt: _Interrupt) -> str:
         """Steps to the end of the current epoch (or the step budget); 'done', or why it stopped early."""
-        from mobiledepth.data.dataset import collate
-
         epoch = self.step // self.steps_per_epoch
-        order = epoch_order(len(self.dataset), int(self.cfg["seed"]), epoch)
-        for in_epoch in range(self.step - epoch * self.steps_per_epoch, self.steps_per_epoch):
+        first = self.step - epoch * self.steps_per_epoch
+        self.batches.set_epoch(epoch, first)
+        for in_epoch, batch in enumerate(self.loader, start=first):
             if self.step >= self.stop_at:
                 break
-            chosen = order[in_epoch * self.batch_size : (in_epoch + 1) * self.batch_size]
-            self.train_step(collate([self.dataset[i] for i in chosen]), epoch, in_epoch)
+            self.train_step(batch, epoch, in_epoch)
             stopped = self.after_step(in_epoch, interrupt)
             if stopped:
                 return stopped
         return "done"
 
+    def _parts(self, in_epoch: int) -> list[tuple[int, int, float]]:
+        """This rank's parts of the step's global batch: (start, stop) in its share and the loss scale
+        (the part's fraction of the global batch, times the world size that DDP divides by)."""
+        count = self.batches.global_count(in_epoch)
+        sizes = dist_.part_sizes(count, self.world.size * self.accumulate)
+        mine = sizes[self.world.rank * self.accumulate : (self.world.rank + 1) * self.accumulate]
+        parts, start = [], 0
+        for size in mine:
+            if size:
+                parts.append((start, start + size, size / count * self.world.size))
+            start += size
+        return parts or [(0, 1, 0.0)]  # an empty share still joins the gradient exchange, weighted 0
+
+    def _backward(self, batch: dict, parts) -> dict[str, float]:
+        """Forward + backward of every part (gradients accumulate; DDP syncs on the last); the global terms."""
+        values = dict.fromkeys(self.names, 0.0)
+        for number, (start, stop, scale) in enumerate(parts):
+            part = {k: v[start:stop] for k, v in batch.items()} if len(parts) > 1 or stop < len(batch["index"]) \
+                else batch
+            part = to_device(part, self.device)
+            sync = number == len(parts) - 1 or not self.world.distributed
+            with (contextlib.nullcontext() if sync else self.forward.no_sync()), self.device.autocast():
+                terms = compute_terms(self.forward, part, self.cfg, self.setup.teacher)
+                total = sum(self.weights[name] * terms[name] for name in self.names)
+            loss = total if scale == 1.0 else total * scale
+            self.scaler.scale(loss).backward()
+            share = scale / self.world.size
+            for name in self.names:
+                values[name] += float(terms[name].detach()) * share
+        return values
+
     def train_step(self, batch: dict, epoch: int, in_epoch: int) -> None:
         """One optimiser step; the rebalancer updates at its points; the step is logged and reported."""
-        terms = compute_terms(self.model, batch, self.cfg, self.setup.teacher)
-        total = sum(self.weights[name] * terms[name] for name in self.names)
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        self.optimizer.step()
+        values = self._backward(batch, self._parts(in_epoch))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.step += 1
-        values = {name: float(terms[name].detach()) for name in self.names}
+        if self.world.distributed:
+            values = dict(zip(self.names, dist_.all_sum([values[n] for n in self.names], self.world,
+                                                        self.device.device)))
+        total = sum(self.weights[name] * values[name] for name in self.names)
         if self.rebalancer is not None:
             self.rebalancer.accumulate(values)
             if in_epoch in self.points:
@@ -381,23 +577,25 @@ class _Loop:
                 self.log({"event": "rebalance", **self.rebalancer.history[-1], "step": self.step, "epoch": epoch + 1})
         event = {"event": "step", "step": self.step, "epoch": epoch + 1, "total_steps": self.stop_at,
                  "lr": self.optimizer.param_groups[0]["lr"], "loss": values, "weights": dict(self.weights),
-                 "total": float(total.detach())}
+                 "total": total}
         if self.step % int(self.cfg["log_every"]) == 0 or self.step == 1:
             self.log(event)
         self.notify(event)
 
     def after_step(self, in_epoch: int, interrupt: _Interrupt) -> str | None:
-        """Epoch end and periodic checkpoints; 'interrupt' or 'time' when the run must stop now."""
+        """Epoch end and periodic checkpoints; 'interrupt' or 'time' when the run must stop now (all ranks agree)."""
         if in_epoch == self.steps_per_epoch - 1:
             self.end_epoch()
         every = self.cfg["checkpoint"]["every_steps"]
         if every and self.step % int(every) == 0:
             self.checkpoint()
+        out_of_time = self.budget is not None and time.perf_counter() - self.start_time > self.budget
+        if self.world.distributed:
+            flags = dist_.all_sum([float(interrupt.requested), float(out_of_time)], self.world, self.device.device)
+            interrupt.requested, out_of_time = flags[0] > 0, flags[1] > 0
         if interrupt.requested:
             return "interrupt"
-        if self.budget is not None and time.perf_counter() - self.start_time > self.budget:
-            return "time"
-        return None
+        return "time" if out_of_time else None
 
     def end_epoch(self) -> None:
         """Scheduler step, validation WHDR, the epoch record and checkpoint."""
@@ -406,7 +604,8 @@ class _Loop:
         record = {"event": "epoch", "step": self.step, "epoch": done_epoch,
                   "seconds": time.perf_counter() - self.start_time}
         if self.setup.val_data is not None:
-            val = validation_whdr(self.model, self.setup.val_data, tuple(self.cfg["input_size"]), batch_size=16)
+            val = validation_whdr(self.model, self.setup.val_data, tuple(self.cfg["input_size"]), batch_size=16,
+                                  device=self.device.device, world=self.world)
             self.val_whdr = val.value
             record.update(val_whdr=val.value, val_pairs=val.pairs)
         self.log(record)
@@ -432,18 +631,23 @@ def train(
 
 
 def run(setup: TrainSetup, progress: ProgressFn | None = None) -> TrainResult:
-    """Run a prepared setup to its end (or Ctrl-C, or its step / time budget)."""
-    loop = _Loop(setup, progress or silent)
-    stopped = "done"
-    with _Interrupt() as interrupt:
-        while loop.step < loop.stop_at and stopped == "done":
-            stopped = loop.epoch(interrupt)
-        if stopped == "done" and loop.step < loop.total_steps:
-            stopped = "max_steps"
-        last = loop.checkpoint()
-    result = TrainResult(setup.run_dir, None, last, loop.step, loop.stop_at, stopped == "interrupt", stopped,
-                         time.perf_counter() - loop.start_time, loop.val_whdr, dict(loop.weights))
-    return _finish(setup, result, loop.names)
+    """Run a prepared setup to its end (or Ctrl-C, or its step / time budget); every rank returns the result."""
+    try:
+        loop = _Loop(setup, progress or silent)
+        stopped = "done"
+        with _Interrupt() as interrupt:
+            while loop.step < loop.stop_at and stopped == "done":
+                stopped = loop.epoch(interrupt)
+            if stopped == "done" and loop.step < loop.total_steps:
+                stopped = "max_steps"
+            last = loop.checkpoint()
+        result = TrainResult(setup.run_dir, None, last, loop.step, loop.stop_at, stopped == "interrupt", stopped,
+                             time.perf_counter() - loop.start_time, loop.val_whdr, dict(loop.weights))
+        result = _finish(setup, result, loop.names)
+        dist_.barrier(setup.world)
+        return result
+    finally:
+        dist_.leave(setup.world)
 
 
 def _finish(setup: TrainSetup, result: TrainResult, names: list[str]) -> TrainResult:
@@ -454,14 +658,18 @@ def _finish(setup: TrainSetup, result: TrainResult, names: list[str]) -> TrainRe
 
     cfg, spec = setup.cfg, setup.spec
     if result.stopped in ("done", "max_steps", "time"):
-        result.model_path = save_checkpoint(result.run_dir / "model.pt", setup.model, spec,
-                                            input_size=list(cfg["input_size"]), steps=result.steps,
-                                            val_whdr=result.val_whdr)
+        result.model_path = result.run_dir / "model.pt"
+    if not setup.world.is_main:
+        return result
+    if result.model_path is not None:
+        save_checkpoint(result.model_path, _CpuWeights(setup.model), spec, input_size=list(cfg["input_size"]),
+                        steps=result.steps, val_whdr=result.val_whdr, **setup.model_meta())
     write_json_atomic(result.run_dir / "train.json", {
         **new_record("train"),
-        "model": spec.get("name"), "teacher": cfg["teacher"], "steps": result.steps, "total_steps": result.total_steps,
+        "model": setup.model_name, "teacher": cfg["teacher"], "steps": result.steps, "total_steps": result.total_steps,
         "stopped": result.stopped, "seconds": round(result.seconds, 2), "val_whdr": result.val_whdr,
-        "weights": result.weights, "terms": names,
+        "weights": result.weights, "terms": names, "world_size": setup.world.size,
+        **(setup.device.describe() if setup.device is not None else {}),
         "model_path": str(result.model_path) if result.model_path else None,
     })
     return result

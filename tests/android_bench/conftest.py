@@ -39,12 +39,15 @@ class FakePhones:
         state = {"root": str(self.devices_root), "log": str(self.log_path), "devices": devices}
         self.state_path.write_text(json.dumps(state))
 
-    def phone(self, serial: str, model: str = "SM-G991B", state: str = "device", fault: str | None = None) -> dict:
+    def phone(self, serial: str, model: str = "SM-G991B", state: str = "device", fault: str | None = None,
+              sdk: int = 33, tool: str = "classic") -> dict:
+        """One emulated phone; ``tool`` is the personality of the benchmark_model it runs (classic | litert2)."""
         return {
             "serial": serial,
             "state": state,
             "fault": fault,
-            "props": {"ro.product.model": model, "ro.build.version.release": "13"},
+            "tool": tool,
+            "props": {"ro.product.model": model, "ro.build.version.release": str(sdk - 20), "ro.build.version.sdk": str(sdk)},
         }
 
     def device_root(self, index: int) -> Path:
@@ -57,9 +60,11 @@ class FakePhones:
         file = self.device_root(index) / "bench_runs.jsonl"
         return [json.loads(line) for line in file.read_text().splitlines()] if file.exists() else []
 
-    def bench_argv(self, index: int) -> list[list[str]]:
+    def bench_argv(self, index: int, probes: bool = False) -> list[list[str]]:
+        """argv of every benchmark_model run on the phone (its --help probes only when asked)."""
         file = self.device_root(index) / "bench_argv.jsonl"
-        return [json.loads(line) for line in file.read_text().splitlines()] if file.exists() else []
+        runs = [json.loads(line) for line in file.read_text().splitlines()] if file.exists() else []
+        return [argv for argv in runs if probes or "--help" not in argv]
 
     def taskset_masks(self, index: int) -> list[str]:
         file = self.device_root(index) / "taskset.log"

@@ -18,7 +18,8 @@ def profiles():
 
 
 def test_help_names_every_delegate_with_its_runtime():
-    assert delegate_help() == "Where the model runs: cpu (XNNPACK), gpu (GPU delegate) or nnapi (NNAPI delegate)."
+    assert delegate_help() == ("Where the model runs: cpu (XNNPACK), gpu (GPU delegate), nnapi (NNAPI delegate) "
+                               "or npu (LiteRT NPU accelerator).")
 
 
 @pytest.mark.parametrize("delegate, supported, expected", [

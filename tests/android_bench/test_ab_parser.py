@@ -122,6 +122,49 @@ OWN_EXPECTED = {
         "stats.std": 27310.0, "stats.median": None, "memory.init_mb": 41.23, "memory.overall_mb": 118.5,
         "memory.peak_mb": 121.75, "failed": False, "error": None,
     },
+    # Real outputs of ai-edge-litert 2.3.0's litert-benchmark (see outputs/README.md).
+    "litert_py_cpu.txt": {
+        "format": "litert_python", "init_us": 4890.0, "first_inference_us": 380.0, "warmup_avg_us": 250.0,
+        "inference_avg_us": 560.0, "stats.count": 20, "stats.min": 140.0, "stats.max": 8340.0,
+        "stats.median": 150.0, "stats.p5": 140.0, "stats.p95": 580.0, "stats.std": 1830.0,
+        "delegation.fully_accelerated": True, "delegation.not_loaded": ["npu"],
+        "delegation.accelerators": ["CPU"], "failed": False, "error": None,
+    },
+    "litert_py_npu_not_loaded.txt": {
+        "format": "litert_python", "inference_avg_us": 840.0, "stats.count": 10, "stats.median": 210.0,
+        "delegation.fully_accelerated": True, "delegation.not_loaded": ["npu"],
+        "delegation.accelerators": ["NPU", "CPU"], "failed": False, "error": None,
+    },
+    "litert_py_gpu_failed.txt": {
+        "stats": None, "inference_avg_us": None, "delegation.accelerators": ["GPU", "CPU"], "failed": True,
+        "error": "Failed to initialize WebGPU environment: INTERNAL: No adapters found; Failed to get or create "
+                 "delegate WebGPU environment: INTERNAL: Failed to initialize WebGPU environment; "
+                 "Traceback (most recent call last):; RuntimeError: ERROR: [./litert/cc/litert_compiled_model.h:1961]",
+    },
+    # Constructed from SPEC §7b's formats of the LiteRT 2.x C++ tool.
+    "litert_cc_gpu_not_loaded.txt": {
+        "format": "litert", "init_us": 41070.0, "inference_avg_us": 17310.0, "stats.count": 50,
+        "stats.std": 290.0, "memory.init_mb": 9.87, "memory.overall_mb": 23.02, "memory.peak_mb": None,
+        "delegation.not_loaded": ["gpu"], "delegation.status": None, "failed": False, "error": None,
+    },
+    "litert_cc_npu_full.txt": {
+        "format": "litert", "inference_avg_us": 870.0, "stats.min": 810.0, "stats.std": 40.0,
+        "memory.peak_mb": 36.0, "delegation.not_loaded": [], "failed": False, "error": None,
+    },
+    "litert_cc_full_delegation_with_cpu.txt": {
+        "stats": None, "inference_avg_us": None, "failed": True,
+        "error": "Requesting full delegation and CPU acceleration are incompatible; Benchmarking failed.",
+    },
+    # Constructed: the classic tool with two delegates, and with NNAPI missing on the phone.
+    "classic_gpu_full_nnapi_none.txt": {
+        "inference_avg_us": 17460.2, "stats.count": 57, "delegation.status": "full", "delegation.delegate": "GPU",
+        "delegation.delegates": {"gpu": "full", "nnapi": "none"}, "delegation.delegated_nodes": 64,
+        "failed": False, "error": None,
+    },
+    "classic_nnapi_unsupported_platform.txt": {
+        "inference_avg_us": 44088.4, "stats.median": 44050, "delegation.status": "none",
+        "delegation.delegate": "NNAPI", "delegation.delegates": {"nnapi": "none"}, "failed": False, "error": None,
+    },
 }
 
 

@@ -34,7 +34,7 @@ def test_family_name_covers_both_socs():
 
 def test_unknown_device_suggests_closest():
     with pytest.raises(BenchUserError, match="did you mean 'S21'"):
-        profiles_named(load_profiles(env={}), "S2l")
+        profiles_named(load_profiles(env={}), "S2l1")
 
 
 def test_user_yaml_adds_a_phone(tmp_path, monkeypatch):

@@ -95,6 +95,8 @@ def test_new_result_has_every_contract_key():
     assert set(result) == keys
     assert set(result["device"]) == {"profile", "serial", "model_code", "soc", "android"}
     assert set(result["stats"]) == {"count", "min", "max", "mean", "std", "median", "p90", "p5", "p95"}
-    assert set(result["delegation"]) == {"status", "delegated_nodes", "total_nodes", "kernels", "unsupported_ops"}
+    assert set(result["delegation"]) == {"status", "delegated_nodes", "total_nodes", "kernels", "unsupported_ops",
+                                         "delegates", "fully_accelerated", "not_loaded", "strict_check", "api_level",
+                                         "nnapi_deprecated", "aot_compiled"}
     with pytest.raises(KeyError):
         new_result(bogus=1)

@@ -18,7 +18,7 @@ import pytest
 
 from cli_faults import CliResult, assert_user_error, run_cli, tree
 
-TINY = ("--model", "mdepth-tiny", "--input-size", "64x64")
+TINY = ("--model", "mdepth-tiny", "--input-size", "64x64", "--converter", "onnx2tf")  # the route under test
 
 
 @contextlib.contextmanager
@@ -168,5 +168,7 @@ def test_runs_follow_the_umask_and_random_weights_are_seeded(tmp_path):
     shas = [{a["path"]: a["sha256"] for a in r["artifacts"] if a["precision"] == "fp32"} for r in records]
     assert shas[0] == shas[1] and len(shas[0]) == 2  # model.onnx and model_fp32.tflite, byte for byte
     # int8 orders pixels visibly worse than PyTorch: a warning line, not an error
-    warning = [line for line in first.err.splitlines() if line.startswith("warning: model_int8.tflite")]
+    warning = [line for line in first.err.splitlines()
+               if line.startswith("warning: model_int8.tflite") and "orders" in line]
     assert len(warning) == 1 and "ordinal agreement" in warning[0] and "mobiledepth eval" in warning[0]
+    assert first.code == 0 and all(line.startswith("warning: ") for line in first.error_lines)

@@ -31,9 +31,10 @@ STORE_FIX = "--store PATH or MOBILEDEPTH_STORE"
 @pytest.fixture(scope="module")
 def tiny_tflite(tmp_path_factory) -> Path:
     """A 32x32 two-conv TFLite model (the bench stage's test model)."""
-    pytest.importorskip("tensorflow")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "android_bench"))
-    from ab_tflite_models import build_conv_tflite
+    from ab_tflite_models import build_conv_tflite, skip_without_converter
+
+    skip_without_converter()
 
     return build_conv_tflite(tmp_path_factory.mktemp("tflite") / "tiny.tflite")
 

@@ -153,6 +153,18 @@ def test_tiny_build_resumes_from_the_cache(built):
     assert all(new[k] == old[k] for k in old if k not in dropped)  # kept measurements are reused as-is
 
 
+def test_estimate_is_monotonic_in_width_despite_a_noisy_grid_point():
+    from mobiledepth.prune.lut import monotone_grid
+
+    axes = [[8, 16, 24], [8, 16]]
+    points = {(8, 8): 10.0, (16, 8): 30.0, (24, 8): 25.0, (8, 16): 12.0, (16, 16): 11.0, (24, 16): 40.0}
+    fixed = monotone_grid(axes, points)
+    assert fixed[(24, 8)] == 30.0 and fixed[(16, 16)] == 30.0 and fixed[(24, 16)] == 40.0  # running maxima
+    assert fixed[(8, 8)] == 10.0 and fixed[(8, 16)] == 12.0  # already monotone: untouched
+    for (a, b), value in fixed.items():
+        assert all(fixed[(c, d)] <= value for (c, d) in fixed if c <= a and d <= b)
+
+
 def test_statistics_by_hand():
     from mobiledepth.prune.lut import statistic_of
 
@@ -178,3 +190,12 @@ def test_validate_on_host(built):
     report = validate_lut(result.path, random_count=1, multipliers=(1.0, 0.5), runs=20, work_dir=root / "val")
     assert [r["name"] for r in report["rows"]] == ["uniform x1", "uniform x0.5", "random #1"]
     assert all(r["measured_us"] > 0 and r["estimate_us"] > 0 for r in report["rows"])
+    for row in report["rows"]:  # every error comes with its interval, read from the measurement's CI
+        low, high = row["measured_interval_us"]
+        assert low <= row["measured_us"] <= high
+        assert row["error_interval"][0] <= row["error"] <= row["error_interval"][1]
+    exports = sorted((root / "val").glob("v-*/**/*.tflite"))
+    stamps = [f.stat().st_mtime_ns for f in exports]
+    again = validate_lut(result.path, random_count=1, multipliers=(1.0, 0.5), runs=20, work_dir=root / "val")
+    assert len(again["rows"]) == 3 and len(exports) == 3
+    assert [f.stat().st_mtime_ns for f in exports] == stamps  # the second run reused the exported variants

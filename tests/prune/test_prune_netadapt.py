@@ -161,6 +161,12 @@ def test_bad_inputs(setup, tmp_path):
         prune(settings(root, ckpt, 1.0, device="S21", delegate="gpu"), out=tmp_path / "d", store=False)
     with pytest.raises(UserError, match="holds no readable prune.json"):
         resume(tmp_path, store=False)
+    with pytest.raises(UserError, match="exactly one of --target-ms and --target-ratio"):
+        prune(settings(root, ckpt, 1.0, target_ratio=0.5), out=tmp_path / "e", store=False)
+    with pytest.raises(UserError, match="--target-ratio must be in"):
+        prune(settings(root, ckpt, None, target_ratio=1.5), out=tmp_path / "f", store=False)
+    with pytest.raises(UserError, match="target ratio 0.01 is not reachable"):
+        prune(settings(root, ckpt, None, target_ratio=0.01), out=tmp_path / "g", store=False)
 
 
 def test_worker_pool_survives_a_dying_worker(tmp_path):
@@ -201,7 +207,7 @@ def test_cli_one_line_errors(setup, tmp_path, capsys):
     root, ckpt, _ = setup
     assert main(["prune", "--checkpoint", str(ckpt)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: prune needs --target-ms, --data") and err.count("\n") == 1
+    assert err.startswith("error: prune needs --data, --target-ms or --target-ratio") and err.count("\n") == 1
     code = main(["prune", "--checkpoint", str(ckpt), "--target-ms", "0.001", "--data", str(root / "data"),
                  "--lut", str(root / "lut.json"), "--out", str(tmp_path / "r"), "--no-store"])
     err = capsys.readouterr().err
@@ -425,3 +431,74 @@ def test_one_step_records_the_winner_and_drops_proposal_weights(setup, tmp_path)
     proposal_dirs = list((tmp_path / "run" / "iter_001" / "proposals").iterdir())
     assert len(proposal_dirs) == len(cuts)
     assert all(sorted(p.name for p in d.iterdir()) == ["result.json"] for d in proposal_dirs)
+
+
+# ----------------------------------------------------------------------------- measured decisions (fake timing)
+def _fake_timing(monkeypatch, root, final_slowdowns):
+    """Measurements without exports: ratio = LUT estimate / start estimate (+ a slowdown for the first
+    final measurements), a ±0.01 interval, the reference at 10 ms; every call logged."""
+    from types import SimpleNamespace
+
+    from mobiledepth.prune import netadapt
+    from mobiledepth.prune.lut import load_table
+
+    table = load_table(root / "lut.json")
+    calls = []
+    slowdowns = list(final_slowdowns)
+
+    def export(spec, ckpt, s, out):
+        out.mkdir(parents=True, exist_ok=True)
+        return out / "model.tflite", out
+
+    def measure(spec, ckpt, s, out_dir, reference):
+        est0 = table.estimate(s_spec[0]).total_ms
+        ratio = table.estimate(spec).total_ms / est0
+        if out_dir.parent.name == "final" and slowdowns:
+            ratio += slowdowns.pop(0)
+        target = netadapt.session_target_ratio(s, 10.0)
+        calls.append((out_dir.parent.name, ratio, target))
+        return {"measured_ms": ratio * 10.0, "run_dir": str(out_dir), "tflite": str(out_dir / "model.tflite"),
+                "measured": {"ratio": ratio, "low": ratio - 0.01, "high": ratio + 0.01, "rounds": 20,
+                             "reference_ms": 10.0, "target_ratio": target, "met": ratio + 0.01 <= target}}
+
+    s_spec = []
+    monkeypatch.setattr(netadapt, "_export", export)
+    monkeypatch.setattr(netadapt, "_measure_reference", lambda tflite, s: 10.0)
+    monkeypatch.setattr(netadapt, "_measure", measure)
+    monkeypatch.setattr(netadapt, "_bench_record", lambda export_dir, s: None)
+    monkeypatch.setattr(netadapt, "_evaluate_export", lambda export_dir, s: 0.5)
+    artifact = SimpleNamespace(tflite_artifact=lambda: {"sha256": "0" * 64}, model={"params": 1})
+    monkeypatch.setattr(netadapt, "read_export_record", lambda run_dir: artifact)
+    return calls, s_spec
+
+
+def test_target_ratio_met_at_the_upper_bound_and_a_slow_final_model_keeps_netadapt_going(setup, tmp_path, monkeypatch):
+    from mobiledepth.prune.netadapt import prune
+
+    root, ckpt, spec = setup
+    calls, s_spec = _fake_timing(monkeypatch, root, final_slowdowns=[0.2])
+    s_spec.append(spec)
+    result = prune(settings(root, ckpt, None, target_ratio=0.8, measure=True), out=tmp_path / "run", store=False)
+    record, final = result.record, result.record["final"]
+    assert record["target"]["ratio"] == 0.8 and record["target_ms"] == pytest.approx(8.0)  # 0.8 x the 10 ms reference
+    assert record["iterations"][0]["reference_tflite"] == "iter_000/export/model.tflite"
+    assert final["measured"]["met"] and final["measured"]["high"] <= 0.8
+    remeasured = [it for it in record["iterations"] if it.get("remeasured") == "final"]
+    assert len(remeasured) == 1 and not remeasured[0]["measured"]["met"]  # the slow final model's interval ...
+    assert record["iterations"][-1]["iteration"] > remeasured[0]["iteration"]  # ... sent NetAdapt on cutting
+    assert [c[0] for c in calls].count("final") == 2
+    for it in record["iterations"][1:]:
+        if it.get("measured") and it is not remeasured[0] and it is not record["iterations"][-1]:
+            assert it["measured"]["high"] > 0.8  # only the last iteration was measured under the target
+
+
+def test_target_ms_is_converted_through_the_reference_and_a_miss_says_by_how_much(setup, tmp_path, monkeypatch):
+    from mobiledepth.errors import StageFailed
+    from mobiledepth.prune.netadapt import prune
+
+    root, ckpt, spec = setup
+    calls, s_spec = _fake_timing(monkeypatch, root, final_slowdowns=[5.0] * 50)  # the final model never gets fast
+    s_spec.append(spec)
+    with pytest.raises(StageFailed, match=r"short by|above the target"):
+        prune(settings(root, ckpt, 8.5, measure=True, max_iterations=30), out=tmp_path / "run", store=False)
+    assert all(target == pytest.approx(0.85) for _, _, target in calls)  # 8.5 ms / the 10 ms reference

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from report_records import PAPER_CARD, bench_record, bench_result, eval_record, export_record
 
+HERE = Path(__file__).resolve().parent
+
 
 @pytest.fixture
 def realistic_records() -> dict:
@@ -40,27 +42,23 @@ def card_dir(tmp_path) -> Path:
 
 # --------------------------------------------------------------------------- tiny TFLite models
 
-def _conv_tflite(path: Path, size: int, filters: int, layers: int = 2) -> Path:
-    import tensorflow as tf
+def _builders():
+    import importlib.util
 
-    tf.keras.utils.set_random_seed(0)
-    inputs = tf.keras.Input(shape=(size, size, 3), batch_size=1)
-    x = inputs
-    for _ in range(layers):
-        x = tf.keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
-    outputs = tf.keras.layers.Conv2D(1, 1)(x)
-    data = tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(inputs, outputs)).convert()
-    path.write_bytes(data)
-    return path
+    path = HERE.parent / "android_bench" / "ab_tflite_models.py"
+    spec = importlib.util.spec_from_file_location("ab_tflite_models_report", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")
 def tiny_tflites(tmp_path_factory) -> dict[str, Path]:
     """narrow: 2 convs x 8 ch; wide: 2 convs x 48 ch (many times the MACs); small: narrow at 32x32."""
-    pytest.importorskip("tensorflow")
+    builders = _builders()
+    builders.skip_without_converter()
     d = tmp_path_factory.mktemp("tflite")
-    return {
-        "narrow": _conv_tflite(d / "narrow.tflite", 64, 8),
-        "wide": _conv_tflite(d / "wide.tflite", 64, 48),
-        "small": _conv_tflite(d / "small.tflite", 32, 8),
-    }
+    shapes = {"narrow": (64, 8), "wide": (64, 48), "small": (32, 8)}
+    jobs = [{"kind": "conv", "path": d / f"{name}.tflite", "size": size, "channels": channels, "head_kernel": 1, "seed": 0}
+            for name, (size, channels) in shapes.items()]
+    return dict(zip(shapes, builders.build_tflites(jobs)))

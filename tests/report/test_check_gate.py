@@ -76,6 +76,30 @@ def test_calibration_normalisation_cancels_a_slower_machine():
     assert slower.verdict == "regression" and slower.ratio == pytest.approx(1.3, abs=0.07)
 
 
+def test_sign_test_by_hand():
+    from mobiledepth.gate import sign_test
+
+    assert sign_test([2.0] * 10) == pytest.approx((1 / 1024, 1.0))  # all 10 above 1: P(Bin(10, 1/2) >= 10)
+    assert sign_test([2.0] * 9 + [0.5]) == pytest.approx((11 / 1024, 1023 / 1024))
+    assert sign_test([1.0, 1.0]) == (1.0, 1.0)  # ties carry no sign
+
+
+def test_paired_ab_decision_sees_through_a_drifting_load():
+    """Load swings 2x from round to round: unpaired medians blur a 10 % slowdown, per-round ratios do not."""
+    from mobiledepth.gate import decide_paired
+
+    rng = np.random.default_rng(0)
+    load = rng.uniform(1.0, 2.0, 60)
+    old = 1000 * load * rng.lognormal(0, 0.02, 60)
+    slower = 1100 * load * rng.lognormal(0, 0.02, 60)
+    c = decide_paired(list(slower / old), float(np.median(old)), float(np.median(slower)), 60, 60)
+    assert c.verdict == "regression" and c.ci_low > 1.05 and c.ratio == pytest.approx(1.1, abs=0.02)
+    same = 1000 * load * rng.lognormal(0, 0.02, 60)
+    assert decide_paired(list(same / old), 1.0, 1.0, 60, 60).verdict == "no change"
+    with pytest.raises(Unmeasurable):
+        decide_paired([1.0] * 5, 1.0, 1.0, 5, 5)
+
+
 def test_too_few_samples_is_unmeasurable():
     with pytest.raises(Unmeasurable, match="too few successful timings") as info:
         decide([1000.0] * 3, [1000.0] * 40)

@@ -46,15 +46,46 @@ def stats_line(stats, percentiles=True):
     return text
 
 
-def main(argv):
-    flags = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
+CLASSIC_HELP = """usage: benchmark_model
+Flags:
+	--graph=			string	optional	graph file name
+	--num_threads=-1		int32	optional	number of threads
+	--use_xnnpack=false		bool	optional	explicitly apply the XNNPACK delegate
+	--use_gpu=false			bool	optional	use gpu
+	--use_nnapi=false		bool	optional	use nnapi delegate api
+	--enable_op_profiling=false	bool	optional	enable op profiling
+"""
+LITERT2_HELP = """benchmark_model: LiteRT CompiledModel benchmark, version 2.1.0
+  --graph (Path to the model file.); default: "";
+  --use_cpu (Use CPU accelerator.); default: true;
+  --use_gpu (Use GPU accelerator.); default: false;
+  --use_npu (Use NPU accelerator.); default: false;
+  --dispatch_library_path (Dispatch library path.); default: "";
+  --compiler_plugin_library_path (Compiler plugin library path.); default: "";
+  --require_full_delegation (Require full delegation.); default: false;
+"""
+
+
+def context():
     root = Path(os.environ["FAKE_DEVICE_ROOT"])
     state_file = Path(os.environ["FAKE_ADB_STATE"])
     state = json.loads(state_file.read_text())
     index = int(os.environ["FAKE_DEVICE_INDEX"])
-    fault = state["devices"][index].get("fault")
+    return root, state_file, state, index
+
+
+def main(argv):
+    flags = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
+    root, state_file, state, index = context()
+    device = state["devices"][index]
+    fault = device.get("fault")
     with open(root / "bench_argv.jsonl", "a") as handle:
         handle.write(json.dumps(argv) + "\n")
+    if "--help" in argv:
+        print(LITERT2_HELP if device.get("tool") == "litert2" else CLASSIC_HELP)
+        return 0
+    if device.get("tool") == "litert2":
+        return litert_main(flags, root, index, fault)
     out = sys.stdout
     say = lambda text: print(f"INFO: {text}", file=out, flush=True)  # noqa: E731
     say("STARTING!")
@@ -136,6 +167,54 @@ def main(argv):
     with open(root / "bench_runs.jsonl", "a") as handle:
         handle.write(json.dumps({"samples": samples, "printed": stats_line(stats), "init_us": init_us, "first": warm[0]}) + "\n")
     return 0
+
+
+
+def litert_main(flags, root, index, fault):
+    """The LiteRT 2.x CompiledModel tool: ms under BENCHMARK RESULTS, no delegation line (SPEC §7b)."""
+    say = lambda text: print(f"INFO: [benchmark_litert_model.cc:98] {text}", flush=True)  # noqa: E731
+    strict = flags.get("require_full_delegation") == "true"
+    if strict and flags.get("use_cpu", "true") == "true":
+        print("ERROR: [benchmark_litert_model.cc:141] Requesting full delegation and CPU acceleration are incompatible")
+        return 1
+    say(f"Loading model from {flags.get('graph')}")
+    if not os.path.isfile(flags.get("graph", "")):
+        print("ERROR: [benchmark_litert_model.cc:101] Failed to load model")
+        return 1
+    accelerator = "GPU" if flags.get("use_gpu") == "true" else "NPU" if flags.get("use_npu") == "true" else None
+    loaded = accelerator is not None and fault != "not_loaded" and _npu_libs_ok(accelerator, flags)
+    if accelerator and not loaded:
+        print(f"WARNING: [{accelerator.lower()}_registry.cc:34] {accelerator} accelerator could not be loaded and registered.")
+    if strict and (not loaded or fault == "fallback_partial"):
+        print("ERROR: [compiled_model.cc:1036] Model is not fully accelerated")
+        return 1
+    if fault == "failed":
+        print("ERROR: [benchmark_litert_model.cc:210] Failed to invoke the compiled model")
+        return 1
+    rng = random.Random(7 + index)
+    runs = int(flags.get("num_runs", 50))
+    samples = [(12.0 if loaded else 40.0) + rng.random() for _ in range(runs)]
+    avg = sum(samples) / runs
+    std = math.sqrt(max(sum(x * x for x in samples) / runs - avg * avg, 0.0))
+    lines = ["", "========== BENCHMARK RESULTS ==========", "Model initialization: 41.07 ms",
+             f"Warmup (first):       {samples[0] + 2:.2f} ms", f"Warmup (avg):         {avg + 1:.2f} ms (1 runs)",
+             f"Inference (avg):      {avg:.2f} ms ({runs} runs)", f"Inference (min):      {min(samples):.2f} ms",
+             f"Inference (max):      {max(samples):.2f} ms", f"Inference (std):      {std:.2f}", "",
+             "Memory Usage:", "Init footprint:       9.87 MB", "Overall footprint:    23.02 MB",
+             "Peak memory usage not available.", "======================================"]
+    for number, line in enumerate(lines, start=60):
+        print(f"INFO: [benchmark_litert_model.h:{number}] {line}")
+    with open(root / "bench_runs.jsonl", "a") as handle:
+        handle.write(json.dumps({"samples_ms": samples, "strict": strict, "env": dict(os.environ)}) + "\n")
+    return 0
+
+
+def _npu_libs_ok(accelerator, flags):
+    """The NPU loads only when the dispatch library is where the flag and LD_LIBRARY_PATH say."""
+    if accelerator != "NPU":
+        return True
+    folder = flags.get("dispatch_library_path", "")
+    return bool(folder) and folder in os.environ.get("LD_LIBRARY_PATH", "") and any(Path(folder).glob("libLiteRtDispatch_*.so"))
 
 
 if __name__ == "__main__":
