@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import tempfile
@@ -96,13 +97,16 @@ def main() -> None:
     parser.add_argument("--skip-coverage", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    pythons = {"onnx2tf": args.onnx2tf_python, "litert-torch": args.litert_python}
+    # absolute paths (not resolved: a venv's python is a symlink whose target is not the venv):
+    # the coverage exports run in the work folder
+    pythons = {"onnx2tf": os.path.abspath(args.onnx2tf_python), "litert-torch": os.path.abspath(args.litert_python)}
     work = Path(tempfile.mkdtemp(prefix="converter-routes-"))
     report = {"export_s": export_times(pythons, work, args.repeats)}
     report["export_ratio_litert_vs_onnx2tf"] = round(
         report["export_s"]["litert-torch"]["median_s"] / report["export_s"]["onnx2tf"]["median_s"], 3)
     runs = {route: work / f"{route}-0" for route in pythons}
     report["latency"] = {threads: latencies(runs, runs["onnx2tf"] / "model.onnx", threads) for threads in (1, 2)}
+    print(json.dumps(report, indent=2), flush=True)  # what is measured so far survives a coverage failure
     if not args.skip_coverage:
         report["coverage"] = coverage(pythons, work)
     print(json.dumps(report, indent=2))

@@ -187,3 +187,23 @@ def test_unreachable_adb_server_is_one_line_exit_2(fake_phones, arm64_binary, ph
     done = run_cli("run", str(phone_model), "-d", "all", "--benchmark-binary", str(arm64_binary),
                    "--adb-server", f"127.0.0.1:{port}", program="android-bench", env=dict(os.environ))
     assert_user_error(done, "adb server 127.0.0.1:", "unreachable")
+
+
+@pytest.mark.parametrize("case", ["litert-nnapi", "npu-without-libs", "not-the-benchmark-apk"])
+def test_bad_phone_requests_are_one_line_exit_2_through_the_cli(fake_phones, arm64_binary, phone_model, tmp_path, case):
+    """The real `android-bench` command refuses each before any timed run: exit 2, one line, no traceback."""
+    import os
+
+    from tests.faults.cli_faults import assert_user_error, run_cli
+
+    fake_phones.set([fake_phones.phone("A", "SM-S921U", tool="litert2")])
+    common = ["run", str(phone_model), "-d", "S24", "--runs", "2"]
+    args, words = {
+        "litert-nnapi": (["--benchmark-binary", str(arm64_binary), "--delegate", "nnapi"], ("has no NNAPI", "--delegate gpu")),
+        "npu-without-libs": (["--benchmark-binary", str(arm64_binary), "--delegate", "npu"], ("--npu-libs DIR",)),
+        "not-the-benchmark-apk": (["--method", "apk", "--benchmark-apk", str(_apk(tmp_path, "com.example.game"))],
+                                  ("is not TensorFlow Lite's benchmark APK",)),
+    }[case]
+    done = run_cli(*common, *args, program="android-bench", env=dict(os.environ))
+    assert_user_error(done, *words)
+    assert fake_phones.bench_argv(0) == []  # nothing was timed
