@@ -51,17 +51,6 @@ def make_three():
 '''
 
 
-@pytest.fixture(scope="module")
-def synth_root(tmp_path_factory):
-    """Train 8 images x 6 pairs and test 6 images, 64x64: enough for a few steps."""
-    from mobiledepth.data.synth import generate
-
-    root = tmp_path_factory.mktemp("synth_own")
-    generate(root, 8, (64, 64), seed=11, split="train", pairs_per_image=6)
-    generate(root, 6, (64, 64), seed=11, split="test")
-    return root
-
-
 @pytest.fixture()
 def own(tmp_path, monkeypatch):
     """own_net.py importable from the current directory (a fresh import per test)."""

@@ -322,30 +322,14 @@ def _reduce_shards(result: WhdrResult, mine: list[int], world) -> tuple[WhdrResu
     return WhdrResult(sum(s[0] for s in shards), sum(s[1] for s in shards)), per_image
 
 
-def evaluate(
-    model: str | None,
-    data: str | os.PathLike,
-    backend: str | None = None,
-    split: str | None = "test",
-    batch_size: int = 8,
-    input_size: tuple[int, int] | None = None,
-    depth_like: bool = True,
-    skip_bad: bool = False,
-    limit: int | None = None,
-    out: str | os.PathLike | None = None,
-    progress: ProgressFn | None = None,
-    seed: int | None = None,
-    store=False,
-    checkpoint: str | os.PathLike | None = None,
-) -> EvalResult:
-    """WHDR of ``model`` (zoo name, spec YAML, ``module:factory``, checkpoint, .onnx or .tflite) on ``data``;
-    ``checkpoint``: weights for the model named (or, without ``model``, for the one the checkpoint stores).
+def evaluate(model: str | None, data: str | os.PathLike, progress: ProgressFn | None = None,
+             **options) -> EvalResult:
+    """WHDR of ``model`` (zoo name, spec YAML, ``module:factory``, checkpoint, .onnx or .tflite) on ``data``.
 
-    Every input is checked first (:func:`prepare_evaluation`); writes the eval record to ``out``
-    and into ``store`` (a path, None for the default store, False for nowhere)."""
-    setup = prepare_evaluation(model, data, backend, split, batch_size, input_size, depth_like, skip_bad, limit,
-                               out, seed, store, checkpoint=checkpoint)
-    return run_evaluation(setup, progress)
+    ``options`` are :func:`prepare_evaluation`'s (backend, split, batch_size, input_size, depth_like,
+    skip_bad, limit, out, seed, store, device, checkpoint): every input is checked first, then the
+    eval record goes to ``out`` and into ``store`` (a path, None for the default store, False for nowhere)."""
+    return run_evaluation(prepare_evaluation(model, data, **options), progress)
 
 
 def _split_for(data, split: str | None) -> str | None:

@@ -12,6 +12,7 @@ from mobiledepth.cli import main
 from mobiledepth.errors import UserError
 from mobiledepth.gate import Unmeasurable, decide, parse_tolerance, time_interleaved
 from mobiledepth.io import sha256_file
+from tests.android_bench.test_ab_interleave import Scripted  # the one scripted fake timer
 
 
 def noisy(median: float, n: int, seed: int, sigma: float = 0.05, spikes: float = 0.1) -> np.ndarray:
@@ -108,23 +109,11 @@ def test_too_few_samples_is_unmeasurable():
 
 # --------------------------------------------------------------------------- interleaving
 
-class FakeTimer:
-    def __init__(self, name, log, values):
-        self.name, self.log, self.values = name, log, iter(values)
-
-    def time_once(self):
-        self.log.append(self.name)
-        value = next(self.values)
-        if isinstance(value, Exception):
-            raise value
-        return value
-
-
 def test_interleaving_runs_each_model_once_per_round_and_drops_failures(tmp_path):
     log: list[str] = []
     values = {"a.tflite": [1.0] * 2 + [10, RuntimeError("boom"), 12, 13],
               "b.tflite": [1.0] * 2 + [20, 21, float("nan"), 23]}
-    factory = lambda path, threads: FakeTimer(path.split("/")[-1][0], log, values[path.split("/")[-1]])  # noqa: E731
+    factory = lambda path, threads: Scripted(path.split("/")[-1][0], log, values[path.split("/")[-1]])  # noqa: E731
     samples = time_interleaved([tmp_path / "a.tflite", tmp_path / "b.tflite"], runs=4, warmup=2,
                                threads=1, timer_factory=lambda p, t: factory(str(p), t))
     assert log[:4] == ["a", "a", "b", "b"]  # warm-up
@@ -135,7 +124,7 @@ def test_interleaving_runs_each_model_once_per_round_and_drops_failures(tmp_path
 
 def test_round_order_is_random_not_a_fixed_pattern(tmp_path):
     log: list[str] = []
-    factory = lambda p, t: FakeTimer(str(p)[-8], log, iter(lambda: 1.0, None))  # noqa: E731
+    factory = lambda p, t: Scripted(str(p)[-8], log, iter(lambda: 1.0, None))  # noqa: E731
     time_interleaved([tmp_path / "a.tflite", tmp_path / "b.tflite"], runs=200, warmup=0, timer_factory=factory)
     firsts = log[0::2]
     assert 70 < firsts.count("a") < 130  # each model goes first about half the time ...
