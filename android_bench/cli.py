@@ -165,9 +165,16 @@ DESCRIPTION = "android-bench: list phones, benchmark TFLite models on them (or o
 PROFILES_HELP = "extra device profiles YAML (default: $ANDROID_BENCH_PROFILES)"
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse with the house's usage errors: one ``error:`` line naming the fix, exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message}; see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``android-bench`` argument parser: ``devices``, ``run`` and ``parse``."""
-    parser = argparse.ArgumentParser(prog="android-bench", description=DESCRIPTION)
+    parser = _OneLineParser(prog="android-bench", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"android-bench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -36,6 +36,9 @@ def empty_delegation() -> dict[str, Any]:
         "api_level": None,  # the phone's ro.build.version.sdk
         "nnapi_deprecated": False,  # an NNAPI run on API >= 35
         "aot_compiled": None,  # NPU runs: the model was compiled ahead of time
+        # phones: `dumpsys thermalservice` before and after the timed block (android_bench.thermal
+        # .thermal_record); None where the phone reports none. Kept here, in a JSON column, not in a new one.
+        "thermal": None,
     }
 
 

@@ -26,6 +26,7 @@ from android_bench.profiles import DELEGATES, DeviceProfile, profile_for_model, 
 from android_bench.result import (
     apply_delegation_policy, flag_nnapi_deprecation, litert_status, mark_failed, new_result, pool_tool_stats,
 )
+from android_bench.thermal import WATCH, read_thermal, thermal_record
 from android_bench.tools import CLASSIC, LITERT2, ToolInfo, delegate_flags, probe_once
 
 METHODS = ("shell", "apk")  # adb shell benchmark_model, or the benchmark APK (in-app timing)
@@ -239,14 +240,24 @@ def run_on_phone(
         if target.state != "device":
             problem = classify_adb_error(target.serial, target.state)
             raise problem or DeviceError(f"phone {target.serial} is in state '{target.state}'; wait until 'adb devices' shows 'device'")
+        thermal_before = read_thermal(target.adb, target.serial)
         parsed_runs, strict = _invoke(target, model, plan, options)
     except DeviceError as exc:
         mark_failed(result, str(exc))
     else:
         _fill_from_parsed(result, parsed_runs, options, strict)
+        _record_thermal(result, target, thermal_before)
     flag_nnapi_deprecation(result, target.api_level)
     result["duration_s"] = round(time.monotonic() - started, 3)
     return result
+
+
+def _record_thermal(result: dict[str, Any], target: PhoneTarget, before: dict[str, Any] | None) -> None:
+    """The phone's thermal state before and after the timed block (in ``delegation.thermal``; the phone is
+    read again only if it reported before), with one warning per phone when it reaches a throttling level."""
+    after = read_thermal(target.adb, target.serial) if before is not None else None
+    result["delegation"]["thermal"] = thermal_record(before, after)
+    WATCH.observe(target.serial, result["delegation"]["thermal"])
 
 
 def _invoke(target: PhoneTarget, model: Path, plan: PhonePlan, options: RunOptions):

@@ -10,9 +10,10 @@ Runs in the main environment (no TensorFlow in this process): every row is a rea
 - ``ptq-train-dist``: the same, calibrated on 64 images of the training split (``--calibration-data``);
 - ``qat``: the QAT checkpoint's PT2E program, converted by litert-torch's PT2E path.
 
-Per row, from the export's own ``int8_bars`` (ordinal agreement against PyTorch fp32 on the parity
-images; int8/fp32 median latency, 2 threads, interleaved in the same rounds) plus WHDR of the fp32
-and int8 TFLite files on the held-out split (``mobiledepth.evaluate``), and the file size.
+Per row, from the export's own ``int8_bars``: ordinal agreement against PyTorch fp32 on the parity
+images; int8/fp32 median latency, 2 threads, interleaved in the same rounds; WHDR of the fp32 and int8
+TFLite files on the held-out split (``--eval-data``, i.e. ``mobiledepth eval`` in a child); and the file
+size. ``--rows`` runs a subset (each row is a whole export: minutes on a loaded 2-core machine).
 """
 
 from __future__ import annotations
@@ -25,19 +26,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def run_row(name: str, checkpoint: str, size, out: Path, data: Path, calibration: str | None) -> dict:
+def run_row(name: str, checkpoint: str, calibration: str | None, size, out: Path, data: Path) -> dict:
     """Export fp32 + int8 and measure both against the bars; returns the table row."""
-    from mobiledepth.evaluate.evaluate import evaluate
     from mobiledepth.export import export_model
 
     result = export_model(checkpoint=checkpoint, input_size=size, precisions="fp32,int8", out=out / name,
-                          converter="litert-torch", calibration_data=calibration, store=False)
+                          converter="litert-torch", calibration_data=calibration, store=False, eval_data=data)
     bars = result.record["int8_bars"]
     arts = {a["precision"]: a for a in result.artifacts if a["format"] == "tflite"}
-    whdr = {p: evaluate(str(out / name / arts[p]["path"]), data, split="test", store=False).whdr.value
-            for p in ("fp32", "int8")}
-    return {"row": name, "ordinal": bars["ordinal_agreement"]["value"], "whdr_fp32": whdr["fp32"],
-            "whdr_int8": whdr["int8"], "whdr_delta": whdr["int8"] - whdr["fp32"],
+    whdr = bars["whdr_delta"]
+    return {"row": name, "ordinal": bars["ordinal_agreement"]["value"], "whdr_fp32": whdr["whdr_fp32_tflite"],
+            "whdr_int8": whdr["whdr_int8"], "whdr_delta": whdr["value"],
             "latency_ratio": bars["latency_ratio"]["value"], "size_mb": arts["int8"]["size_bytes"] / 1e6,
             "fp32_size_mb": arts["fp32"]["size_bytes"] / 1e6, "warnings": result.warnings}
 
@@ -49,14 +48,15 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="DIW-format root with train and test splits")
     parser.add_argument("--size", default="128x128")
     parser.add_argument("--out", default="/tmp/int8_recipes")
+    parser.add_argument("--rows", default="ptq-generated,ptq-train-dist,qat", help="which rows to run")
     args = parser.parse_args()
 
     from mobiledepth.sizes import parse_input_size
 
     size, out, data = parse_input_size(args.size), Path(args.out), Path(args.data)
-    rows = [run_row("ptq-generated", args.checkpoint, size, out, data, None),
-            run_row("ptq-train-dist", args.checkpoint, size, out, data, str(data / "DIW_train")),
-            run_row("qat", args.qat, size, out, data, None)]
+    recipes = {"ptq-generated": (args.checkpoint, None), "ptq-train-dist": (args.checkpoint, str(data / "DIW_train")),
+               "qat": (args.qat, None)}
+    rows = [run_row(name, *recipes[name], size=size, out=out, data=data) for name in args.rows.split(",")]
     (out / "int8_recipes.json").write_text(json.dumps(rows, indent=1))
     print("| recipe | ordinal agreement (≥ 0.99) | WHDR fp32 TFLite | WHDR int8 | Δ WHDR (≤ 0.005) "
           "| int8/fp32 latency (≤ 0.6) | int8 size |")

@@ -11,11 +11,13 @@
 4. runs ``mobiledepth.prune.netadapt.prune`` with ``target_ratio = --fraction`` (fine-tune and WHDR
    at 64x64, latency at 128x128): every candidate is timed interleaved with the unpruned model and
    "met" means the upper 95 % bound of the latency ratio is under the target;
-5. baseline: one width multiplier for every group, chosen so the LUT estimate matches the
-   pruned model's, cut from the same trained weights (largest-L2 filters) and fine-tuned with
-   the same number of steps NetAdapt spent on its chosen path (iterations x short-term +
-   long-term);
-6. times NetAdapt's and the uniform model side by side with the unpruned one (the same statistic);
+5. baseline: one width multiplier for every group at NetAdapt's latency *measured side by side*:
+   the multipliers around NetAdapt's LUT estimate (the widest one meeting it and its neighbours)
+   are cut from the same trained weights (largest-L2 filters), exported and timed interleaved with
+   NetAdapt's model and the unpruned one; the one with the closest ratio is fine-tuned with the
+   same number of steps NetAdapt spent on its chosen path (iterations x short-term + long-term);
+6. times NetAdapt's and the uniform model side by side with the unpruned one (the table's
+   statistic per turn, as NetAdapt decided with);
 7. writes ``RUN_DIR/benchmark.json`` and ``RUN_DIR/trajectory.png`` (latency vs WHDR per iteration).
 
 Training, data and the table are reused by later runs (``--run-dir`` and ``--seed`` per run).
@@ -64,18 +66,35 @@ def ensure_data(root: Path, train_n: int, test_n: int) -> None:
         generate(root, test_n, (64, 64), seed=0, split="test", pairs_per_image=4)
 
 
-def uniform_spec(spec: dict, table, target_us: float, multiple: int = 8):
-    """The single width multiplier whose LUT estimate is closest to ``target_us`` (structure kept)."""
+def uniform_estimates(spec: dict, table, multiple: int = 8) -> list[tuple[float, dict, float]]:
+    """(multiplier, spec, LUT estimate in µs) for every uniform width multiplier 1.00 .. 0.10 (widest first)."""
     from mobiledepth.prune.lut import variant_specs
 
-    best = None
+    out = []
     for step in range(100, 9, -1):
-        m = step / 100
-        (_, variant), = variant_specs(spec, (m,), 0, multiple)
-        est = table.estimate(variant).total_us
-        if best is None or abs(est - target_us) < abs(best[2] - target_us):
-            best = (m, variant, est)
-    return best
+        (_, variant), = variant_specs(spec, (step / 100,), 0, multiple)
+        out.append((step / 100, variant, table.estimate(variant).total_us))
+    return out
+
+
+def uniform_candidates(estimates: list[tuple[float, float]], target_us: float, around: int = 1) -> list[float]:
+    """Multipliers worth timing against a target: the widest one whose estimate meets ``target_us`` and
+    ``around`` neighbours either side, distinct widths only (``estimates``: (multiplier, µs), widest first).
+
+    The walk stops at the first multiplier that meets the target: below it the estimate is not monotonic
+    (a group pinned at its minimum width changes the graph; x0.43 estimated above x0.62 here), so "the
+    closest estimate anywhere" can land far from the target."""
+    distinct: list[tuple[float, float]] = []
+    for m, est in estimates:
+        if not distinct or est != distinct[-1][1]:
+            distinct.append((m, est))
+    hit = next((i for i, (_, est) in enumerate(distinct) if est <= target_us), len(distinct) - 1)
+    return [m for m, _ in distinct[max(0, hit - around): hit + around + 1]]
+
+
+def closest_ratio(ratios: dict[float, float], target_ratio: float) -> float:
+    """The multiplier whose measured latency ratio is closest to ``target_ratio`` (ties: the wider one)."""
+    return min(ratios, key=lambda m: (abs(ratios[m] - target_ratio), -m))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -91,6 +110,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--initial-reduction", type=float, default=0.1)
     parser.add_argument("--decay", type=float, default=0.96)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--choose", default="accuracy", choices=["accuracy", "loss-per-ms"],
+                        help="NetAdapt's proposal choice rule (PruneSettings.choose)")
     parser.add_argument("--points", type=int, default=4, help="LUT grid points per channel dim")
     parser.add_argument("--runs", type=int, default=200, help="timed runs per end-to-end measurement")
     parser.add_argument("--rounds", type=int, default=60, help="interleaved rounds of the side-by-side timing at the end")
@@ -127,10 +148,24 @@ def trained_start(args, out: Path, spec_path: Path, data: Path, report: dict) ->
 
 
 def lookup_table(args, out: Path, spec_path: Path, report: dict):
-    """The host lookup table at the deploy size (built once, then read from the measurement cache)."""
-    from mobiledepth.prune.lut import build_lut
+    """The host lookup table at the deploy size: ``OUT/lut.json`` as it is when it fits the spec, the grid
+    and the statistic (so every run of a study plans with the same table, whatever other runs did to the
+    shared measurement cache meanwhile); otherwise built, from the measurement cache where it can."""
+    from types import SimpleNamespace
+
+    from mobiledepth.arch import resolve_spec, spec_hash
+    from mobiledepth.prune.lut import build_lut, load_table
 
     t0 = time.perf_counter()
+    path = out / "lut.json"
+    if path.exists():
+        table = load_table(path)
+        meta = table.meta
+        if (meta.get("spec_hash"), meta.get("points"), meta.get("statistic")) == (
+                spec_hash(resolve_spec(str(spec_path))), args.points, args.statistic):
+            log(f"reusing the lookup table {path} ({len(table.entries)} entries)")
+            report["lut"] = {"entries": len(table.entries), "reused_table": str(path)}
+            return SimpleNamespace(table=table)
     log("building the host lookup table at 128x128")
     lut = build_lut(str(spec_path), (128, 128), "host", "cpu", 1, out=out / "lut.json", points=args.points,
                     statistic=args.statistic)
@@ -148,7 +183,8 @@ def prune_settings(args, out: Path, data: Path, start_ckpt: Path):
                          lut=str(out / "lut.json"), input_size=(128, 128), train_input_size=(64, 64), batch_size=8,
                          threads=1, lr=1e-4, val_split="test", short_term_steps=args.short_term_steps,
                          long_term_steps=args.long_term_steps, initial_reduction=args.initial_reduction,
-                         decay=args.decay, workers=args.workers, measure_runs=args.runs, seed=args.seed)
+                         decay=args.decay, workers=args.workers, measure_runs=args.runs, seed=args.seed,
+                         choose=args.choose)
 
 
 def run_netadapt(settings, run_dir: Path, report: dict) -> dict:
@@ -181,24 +217,66 @@ def run_netadapt(settings, run_dir: Path, report: dict) -> dict:
     return record
 
 
-def uniform_baseline(args, out: Path, spec: dict, start_ckpt: Path, lut, settings, report: dict) -> Path:
-    """One width multiplier for every group at NetAdapt's estimate, fine-tuned with the same step budget;
-    returns its TFLite file (timed side by side with NetAdapt's model and the unpruned one)."""
+def turn_value(args):
+    """One turn's timed block as one number under ``--statistic`` (the statistic NetAdapt decided with)."""
+    from mobiledepth.prune.lut import statistic_of
+
+    return lambda block: statistic_of(block, args.statistic)
+
+
+def matched_uniform(args, spec: dict, start_ckpt: Path, lut, netadapt_tflite: Path, reference: Path,
+                    work: Path, report: dict) -> tuple[float, dict, float]:
+    """The uniform multiplier at NetAdapt's latency *measured side by side*: the candidates around
+    NetAdapt's LUT estimate are cut, exported and timed interleaved with NetAdapt's model and the
+    unpruned one; the one whose ratio is closest to NetAdapt's wins. Returns (multiplier, spec, estimate µs)."""
     from mobiledepth.arch import load_checkpoint, save_checkpoint
+    from mobiledepth.prune.groups import group_widths
+    from mobiledepth.prune.lut import export_spec, time_against
+    from mobiledepth.prune.surgery import prune_model
+
+    from mobiledepth.prune.groups import set_group_widths
+
+    estimates = uniform_estimates(spec, lut.table)
+    by_multiplier = {m: (variant, est) for m, variant, est in estimates}
+    # NetAdapt's final widths estimated by this table (the run may have planned with an older one)
+    target_us = lut.table.estimate(set_group_widths(spec, report["netadapt"]["widths"])).total_us
+    candidates = uniform_candidates([(m, est) for m, _, est in estimates], target_us)
+    trained_model, _, _ = load_checkpoint(start_ckpt, with_heads=False)
+    files = {}
+    for m in candidates:
+        cut, cut_spec = prune_model(trained_model, spec, group_widths(by_multiplier[m][0]))
+        ckpt = save_checkpoint(work / f"x{m:g}" / "cut.pt", cut, cut_spec)
+        files[f"x{m:g}"], _ = export_spec(cut_spec, (128, 128), work / f"x{m:g}" / "export", checkpoint=ckpt)
+    timing = time_against({**files, "netadapt": netadapt_tflite}, reference, rounds=20, max_rounds=args.rounds,
+                          reduce=turn_value(args))
+    ratios = {m: timing.ratios[f"x{m:g}"].ratio for m in candidates}
+    chosen = closest_ratio(ratios, timing.ratios["netadapt"].ratio)
+    report["uniform_search"] = {"candidates": {f"x{m:g}": {"estimated_ms": by_multiplier[m][1] / 1000,
+                                                           "ratio": ratios[m]} for m in candidates},
+                                "netadapt_ratio": timing.ratios["netadapt"].ratio, "rounds": timing.rounds,
+                                "chosen": chosen}
+    log("uniform candidates measured: " + ", ".join(f"x{m:g} {ratios[m]:.3f}" for m in candidates)
+        + f"; NetAdapt {timing.ratios['netadapt'].ratio:.3f} -> x{chosen:g}")
+    return chosen, by_multiplier[chosen][0], by_multiplier[chosen][1]
+
+
+def uniform_baseline(args, spec: dict, start_ckpt: Path, lut, settings, run_dir: Path, netadapt_tflite: Path,
+                     reference: Path, report: dict) -> Path:
+    """One width multiplier for every group at NetAdapt's measured latency, fine-tuned with the same step
+    budget; returns its TFLite file (timed side by side with NetAdapt's model and the unpruned one)."""
+    from mobiledepth.arch import load_checkpoint
     from mobiledepth.prune.groups import group_widths
     from mobiledepth.prune.lut import export_spec
     from mobiledepth.prune.netadapt import fine_tune, held_out_whdr
-    from mobiledepth.prune.surgery import prune_model
 
     t0 = time.perf_counter()
+    work = run_dir / "uniform"
     budget = report["netadapt"]["iterations"] * args.short_term_steps + args.long_term_steps
-    m, uniform, est = uniform_spec(spec, lut.table, report["netadapt"]["estimated_ms"] * 1000)
-    trained_model, _, _ = load_checkpoint(start_ckpt, with_heads=False)
-    cut, cut_spec = prune_model(trained_model, spec, group_widths(uniform))
-    work = out / f"uniform-seed{args.seed}"
-    cut_ckpt = save_checkpoint(work / "cut.pt", cut, cut_spec)
+    m, _, est = matched_uniform(args, spec, start_ckpt, lut, netadapt_tflite, reference, work, report)
+    cut_ckpt = work / f"x{m:g}" / "cut.pt"
     tuned = fine_tune(str(cut_ckpt), settings.data, work / "finetune", budget, settings, seed=args.seed)
     whdr = held_out_whdr(tuned, settings)
+    _, cut_spec, _ = load_checkpoint(tuned, with_heads=False)
     tflite, _ = export_spec(cut_spec, (128, 128), work / "export", checkpoint=tuned)
     report["uniform"] = {"multiplier": m, "estimated_ms": est / 1000, "whdr": whdr, "fine_tune_steps": budget,
                          "widths": group_widths(cut_spec), "wall_s": round(time.perf_counter() - t0, 1)}
@@ -208,10 +286,11 @@ def uniform_baseline(args, out: Path, spec: dict, start_ckpt: Path, lut, setting
 
 def side_by_side(args, reference: Path, models: dict[str, Path], report: dict) -> dict:
     """The pruned models timed in one session interleaved with the unpruned reference (the shared
-    statistic: median per-round ratio with its 95 % order-statistic CI); returns {name: RatioInterval}."""
+    statistic: ``--statistic`` per turn, median per-round ratio with its 95 % order-statistic CI);
+    returns {name: RatioInterval}."""
     from mobiledepth.prune.lut import time_against
 
-    timing = time_against(models, reference, rounds=args.rounds, max_rounds=args.rounds)
+    timing = time_against(models, reference, rounds=args.rounds, max_rounds=args.rounds, reduce=turn_value(args))
     report["side_by_side"] = {"rounds": timing.rounds, "reference_ms": timing.reference_us / 1000,
                               **{name: r.to_dict() for name, r in timing.ratios.items()}}
     log("side by side vs the unpruned model: " + ", ".join(
@@ -246,9 +325,11 @@ def main(argv: list[str] | None = None) -> int:
     # met: the final model's upper 95 % bound, timed interleaved with the unpruned model, is under the target
     report["target_met"] = bool(final.get("measured") and final["measured"]["met"])
     if not args.no_uniform:
-        models = {"netadapt": run_dir / final["export_dir"] / "model_fp32.tflite",
-                  "uniform": uniform_baseline(args, out, spec, start_ckpt, lut, settings, report)}
-        side_by_side(args, run_dir / first["reference_tflite"], models, report)
+        netadapt_tflite, reference = run_dir / final["export_dir"] / "model_fp32.tflite", run_dir / first["reference_tflite"]
+        models = {"netadapt": netadapt_tflite,
+                  "uniform": uniform_baseline(args, spec, start_ckpt, lut, settings, run_dir, netadapt_tflite, reference,
+                                              report)}
+        side_by_side(args, reference, models, report)
     if "uniform" in report:
         report["netadapt_more_accurate"] = final["whdr"] < report["uniform"]["whdr"]
     report["timings_s"]["total"] = round(time.perf_counter() - started, 1)

@@ -10,7 +10,8 @@ uniformly thinned model to the same LUT estimate from the same weights with the 
 step budget, and times both in one session interleaved with the unpruned model (median per-round
 ratio, 95 % order-statistic CI). This script prints one row per seed and the mean ± standard
 error of the WHDR difference (NetAdapt - uniform; negative: NetAdapt more accurate) and of the
-latency-ratio difference, as a markdown table.
+latency-ratio difference, as a markdown table; one table per NetAdapt setting (step, short- and
+long-term steps, choice rule, data) when the files mix settings.
 """
 
 from __future__ import annotations
@@ -58,13 +59,26 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+SETTING_KEYS = ("initial_reduction", "short_term_steps", "long_term_steps", "choose", "data")
+
+
+def setting(report: dict) -> str:
+    """The NetAdapt settings a run was made with (runs of one setting differ only in ``--seed``)."""
+    given = {"choose": "accuracy", "data": None, **report["settings"]}
+    return ", ".join(f"{k}={given.get(k)}" for k in SETTING_KEYS)
+
+
 def main(argv: list[str] | None = None) -> int:
     paths = [Path(p) for p in (argv if argv is not None else sys.argv[1:])]
     if not paths:
         print("error: pass the benchmark.json files of prune_host.py runs; see the docstring", file=sys.stderr)
         return 2
-    rows = [row(json.loads(p.read_text())) for p in paths]
-    print(table(sorted(rows, key=lambda r: r["seed"])))
+    groups: dict[str, list[dict]] = {}
+    for path in paths:
+        report = json.loads(path.read_text())
+        groups.setdefault(setting(report), []).append(row(report))
+    for name, rows in groups.items():
+        print(f"{name}\n\n{table(sorted(rows, key=lambda r: r['seed']))}\n")
     return 0
 
 

@@ -81,12 +81,47 @@ def isolated_store(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def synth_root(tmp_path_factory):
-    """Train 8 images x 6 pairs and test 6 images, 64x64: enough for a few training steps (tests/data and
-    tests/evaluate have their own, larger ``synth_root``)."""
+def synth_data(tmp_path_factory):
+    """``make(name, train, test, seed, train_pairs, test_pairs=None)``: a generated DIW-format folder of 64x64
+    images (``test_pairs`` None: the generator's default), made once per name."""
     from mobiledepth.data.synth import generate
 
-    root = tmp_path_factory.mktemp("synth_train")
-    generate(root, 8, (64, 64), seed=11, split="train", pairs_per_image=6)
-    generate(root, 6, (64, 64), seed=11, split="test")
-    return root
+    made = {}
+
+    def make(name: str, train: int, test: int, seed: int, train_pairs: int, test_pairs: int | None = None):
+        if name not in made:
+            root = made[name] = tmp_path_factory.mktemp(name)
+            generate(root, train, (64, 64), seed=seed, split="train", pairs_per_image=train_pairs)
+            generate(root, test, (64, 64), seed=seed, split="test",
+                     **({"pairs_per_image": test_pairs} if test_pairs else {}))
+        return made[name]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def synth_root(synth_data):
+    """Train 8 images x 6 pairs and test 6 images, 64x64: enough for a few training steps (tests/data and
+    tests/evaluate have their own, larger ``synth_root``)."""
+    return synth_data("synth_train", 8, 6, seed=11, train_pairs=6)
+
+
+@pytest.fixture()
+def user_module(tmp_path, monkeypatch):
+    """``make(name, source)``: ``name``.py holding ``source``, importable from ``tmp_path`` (made the current
+    directory) and imported afresh; returns ``tmp_path``. The module is forgotten after the test."""
+    import sys
+
+    names = []
+
+    def make(name: str, source: str):
+        (tmp_path / f"{name}.py").write_text(source)
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        sys.modules.pop(name, None)
+        names.append(name)
+        return tmp_path
+
+    yield make
+    for name in names:
+        sys.modules.pop(name, None)

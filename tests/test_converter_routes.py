@@ -53,9 +53,8 @@ def make():
 
 
 @pytest.fixture()
-def psp_module(tmp_path, monkeypatch):
-    (tmp_path / "psp_net.py").write_text(PSP_MODULE)
-    monkeypatch.chdir(tmp_path)
+def psp_module(user_module):
+    user_module("psp_net", PSP_MODULE)
     return "psp_net:make"
 
 

@@ -39,7 +39,8 @@ MAY_IMPORT = {
     "export": {"arch", "store", "android_bench", *RECORDS,   # android_bench: the timing harness picks the fastest route
                "data"},                             # from the code: BatchNorm calibration on generated scenes
     "prune": {"arch", "train", "export", "evaluate", "bench", "android_bench", "store", *RECORDS,
-              "data"},                              # from the code: the held-out split for WHDR
+              "data",                               # from the code: the held-out split for WHDR
+              "compute"},                           # --train-device and the GPUs its proposal workers get
     "store": {"android_bench", *RECORDS},           # statistics of raw samples: android_bench's helper
     "report": {"store", "android_bench", *RECORDS,
                "arch"},                             # from the code: registry spec hashes and params of model cards

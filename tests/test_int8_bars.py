@@ -26,4 +26,4 @@ def test_unmeasured_bars_are_none_and_whdr_says_so():
     bars = int8_bars(ordinal=0.999, latency_ratio=None, whdr_fp32=None, whdr_int8=None)
     assert bars["latency_ratio"]["passed"] is None and bars["whdr_delta"]["passed"] is None
     lines = int8_bar_warnings("m.tflite", bars)
-    assert len(lines) == 1 and "not measured" in lines[0]
+    assert len(lines) == 1 and "not measured" in lines[0] and "--eval-data DIR" in lines[0]

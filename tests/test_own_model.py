@@ -48,18 +48,24 @@ def make_dict():
 
 def make_three():
     return Net("three")
+
+
+class Fixed(Net):
+    def forward(self, x):
+        if tuple(x.shape[-2:]) != (32, 32):
+            raise ValueError("this net takes 32x32 images only")
+        return super().forward(x)
+
+
+def make_fixed():
+    return Fixed("tuple")
 '''
 
 
 @pytest.fixture()
-def own(tmp_path, monkeypatch):
+def own(user_module):
     """own_net.py importable from the current directory (a fresh import per test)."""
-    (tmp_path / "own_net.py").write_text(OWN)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    sys.modules.pop("own_net", None)
-    yield tmp_path
-    sys.modules.pop("own_net", None)
+    return user_module("own_net", OWN)
 
 
 def test_resolver_kinds_and_the_output_contract(own):
@@ -76,6 +82,14 @@ def test_resolver_kinds_and_the_output_contract(own):
     assert depth.shape == (1, 1, 4, 4) and heads == []
     same = resolve_model("own_net:make", seed=3)
     assert all(torch.equal(a, b) for a, b in zip(mine.model.state_dict().values(), same.model.state_dict().values()))
+
+
+def test_export_probes_a_factory_at_the_size_asked_for(own):
+    from mobiledepth.export.source import load_model_source
+
+    assert load_model_source("own_net:make_fixed", input_size=(32, 32)).kind == "factory"
+    with pytest.raises(UserError, match=r"fails on a \(1, 3, 256, 256\) image.*--input-size"):
+        load_model_source("own_net:make_fixed")  # no declared size: the 256x256 fallback
 
 
 def test_a_checkpoint_remembers_the_factory_and_never_runs_it(own):
@@ -115,6 +129,18 @@ def test_train_any_model_with_its_heads(own, synth_root, ref):
     assert json.loads((own / "run" / "train.json").read_text())["model"] == ref
 
 
+def test_a_factory_trains_at_its_declared_size_unless_told(own, synth_root):
+    from mobiledepth.train.trainer import prepare
+
+    declared = prepare(data=str(synth_root), out=str(own / "a"), model="own_net:make", batch_size=4, max_steps=1)
+    assert declared.cfg["input_size"] == [64, 64] and any("declares" in n for n in declared.notes)
+    chosen = prepare(data=str(synth_root), out=str(own / "b"), model="own_net:make", input_size=[32, 32],
+                     batch_size=4, max_steps=1)
+    assert chosen.cfg["input_size"] == [32, 32]
+    undeclared = prepare(data=str(synth_root), out=str(own / "c"), model="own_net:make_dict", batch_size=4, max_steps=1)
+    assert undeclared.cfg["input_size"] == [224, 448]  # nothing declared: the recipe's default
+
+
 def test_heads_need_their_weights(own, synth_root):
     with pytest.raises(UserError, match="returns 3 intermediate heads, so loss.head_weights needs 4"):
         _train(own, synth_root, "own_net:make_three")
@@ -126,6 +152,20 @@ def test_pairwise_only_with_a_named_tap(own, synth_root):
     (own / "run").rename(own / "run-untapped")
     tapped, result = _train(own, synth_root, "own_net:make", teacher="mdepth-tiny", **{"loss.student_tap": "body"})
     assert tapped.notes == [] and set(result.weights) == {"pairwise", "rmse", "ranking"}
+
+
+def test_a_trained_factory_model_teaches_through_teacher_checkpoint(own, synth_root):
+    from mobiledepth.train.trainer import prepare
+
+    _, trained = _train(own, synth_root, "own_net:make")
+    kwargs = dict(data=str(synth_root), model="mdepth-tiny", input_size=[64, 64], batch_size=4, max_steps=1)
+    with pytest.raises(UserError, match="pass --teacher own_net:make --teacher-checkpoint"):
+        prepare(out=str(own / "a"), teacher=str(trained.model_path), **kwargs)
+    setup = prepare(out=str(own / "b"), teacher="own_net:make", teacher_checkpoint=str(trained.model_path), **kwargs)
+    saved = torch.load(trained.model_path, map_location="cpu", weights_only=True)["state_dict"]
+    assert torch.equal(setup.teacher.model.state_dict()["depth.weight"], saved["depth.weight"])
+    with pytest.raises(UserError, match="--teacher-checkpoint needs --teacher"):
+        prepare(out=str(own / "c"), teacher_checkpoint=str(trained.model_path), **kwargs)
 
 
 def test_a_config_file_may_not_name_a_factory_alone(own, synth_root):

@@ -63,8 +63,11 @@ class ResolvedModel:
         return self.declared_size or self.trained_size or FALLBACK_INPUT_SIZE
 
     def checkpoint_meta(self) -> dict:
-        """What a checkpoint of this model must remember to be loaded again (the factory reference, as data)."""
-        return {"factory": self.factory} if self.factory else {}
+        """What a checkpoint of this model must remember to be loaded again (the factory reference, as data,
+        and a pruned factory model's channel-group widths)."""
+        if not self.factory:
+            return {}
+        return {"factory": self.factory, **({"widths": self.meta["widths"]} if self.meta.get("widths") else {})}
 
 
 def is_factory_ref(ref) -> bool:
@@ -144,8 +147,30 @@ def resolve_model(ref=None, checkpoint: str | os.PathLike | None = None, *, seed
     seed_used = None if ckpt is not None else seed
     resolved = _build(ref, seed_used, with_heads)
     if ckpt is not None:
+        _shape_to_widths(resolved, ckpt, checkpoint, option)
         _load_weights(resolved, ckpt, checkpoint, fresh_heads, option)
     return resolved
+
+
+def _shape_to_widths(resolved: ResolvedModel, ckpt: dict, path, option: str) -> None:
+    """A pruned factory checkpoint stores the factory's channel-group widths (data): the fresh ``factory()``
+    model is cut to them (Torch-Pruning's graph, :func:`mobiledepth.arch.graph.rebuild`) before its weights load."""
+    meta = ckpt.get("meta") or {}
+    widths = meta.get("widths")
+    if not widths:
+        return
+    trained_as = meta.get("factory") if isinstance(meta.get("factory"), str) else "its factory"
+    if resolved.kind != "factory" or not isinstance(widths, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) for k, v in widths.items()):
+        raise UserError(f"checkpoint {path} holds a pruned model of {trained_as} (channel-group widths), which "
+                        f"{resolved.name} cannot take; pass {option} {trained_as}")
+    from mobiledepth.arch.graph import rebuild
+
+    try:
+        rebuild(resolved.model, widths, resolved.declared_size)
+    except UserError as exc:
+        raise UserError(f"checkpoint {path} was pruned from {trained_as}: its channel groups do not fit "
+                        f"{resolved.name} ({str(exc).split(';')[0]}); pass {option} {trained_as}") from None
 
 
 def _split_checkpoint_ref(ref, checkpoint, option: str):
@@ -153,9 +178,14 @@ def _split_checkpoint_ref(ref, checkpoint, option: str):
     if not is_checkpoint_ref(ref):
         return ref, checkpoint
     if checkpoint is not None:
-        raise UserError(f"{option} {ref} is a checkpoint and --checkpoint {checkpoint} another; pass the model "
-                        f"with {option} and the weights with --checkpoint")
+        raise UserError(f"{option} {ref} is a checkpoint and {weights_option(option)} {checkpoint} another; pass the "
+                        f"model with {option} and the weights with {weights_option(option)}")
     return None, ref
+
+
+def weights_option(option: str) -> str:
+    """The flag that gives weights for the model named by ``option`` (``--teacher`` has its own)."""
+    return "--teacher-checkpoint" if option == "--teacher" else "--checkpoint"
 
 
 def ref_from_checkpoint(ckpt: dict, path, default: str | None, option: str):
@@ -169,7 +199,7 @@ def ref_from_checkpoint(ckpt: dict, path, default: str | None, option: str):
     if factory is not None:
         if isinstance(factory, str) and FACTORY_REF.match(factory):
             raise UserError(f"checkpoint {path} was trained from the factory {factory}, which a file may not run; "
-                            f"pass {option} {factory} --checkpoint {path} to load it")
+                            f"pass {option} {factory} {weights_option(option)} {path} to load it")
         spec_from_record(factory, f"checkpoint {path}")  # refuses it, in the files-are-data wording
     if default is None:
         raise UserError(f"checkpoint {path} stores no spec; pass {option} with the spec it was trained with")

@@ -19,6 +19,8 @@ from mobiledepth.cli.options import store_options
               help="Comma-separated: fp32, fp16, int8 (full integer, per-channel), int16x8.")
 @click.option("--calibration-data", type=click.Path(file_okay=False), default=None,
               help="Folder of real images for parity checks and int8 calibration (default: generated scenes).")
+@click.option("--eval-data", "eval_data", type=click.Path(), default=None,
+              help="Held-out DIW-format data (folder with a test split, or a CSV) for the int8 WHDR bar.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory (default: runs/<model>-<HxW>).")
 @click.option("--quiet", is_flag=True, help="Print only the run directory (for CI).")
 @click.option("--json", "as_json", is_flag=True, help="Print the export record as JSON.")
@@ -30,7 +32,7 @@ from mobiledepth.cli.options import store_options
                    "(phase-split upsampling; docs/export.md).")
 @store_options
 def export(model, checkpoint, input_size, precision, calibration_data, out, quiet, as_json, converter, no_rewrites,
-           store_path, no_store):
+           store_path, no_store, eval_data=None):
     """Export a depth model to ONNX and TFLite (NHWC), training-only heads stripped, with parity
     against PyTorch measured for every artifact."""
     from rich.console import Console
@@ -58,7 +60,7 @@ def export(model, checkpoint, input_size, precision, calibration_data, out, quie
         result = export_model(model=model, checkpoint=checkpoint, input_size=size, precisions=precisions,
                               calibration_data=calibration_data, out=out, progress=progress,
                               rewrites=not no_rewrites, store=store_choice(store_path, no_store),
-                              converter=converter)
+                              converter=converter, eval_data=eval_data)
     warn = Console(stderr=True, soft_wrap=True)  # one line each, never cut, shown with --quiet / --json too
     for warning in result.warnings:
         warn.print(f"[yellow]warning:[/] {warning}")

@@ -8,10 +8,13 @@ import click
 from rich.console import Console
 
 from android_bench.profiles import DELEGATES, delegate_help
+from mobiledepth.cli.options import compute_options
 
 
 @click.command("prune")
-@click.option("--model", "-m", default=None, help="Spec of the checkpoint (default: the one stored in it).")
+@click.option("--model", "-m", default=None,
+              help="Spec of the checkpoint (default: the one stored in it), or your module:factory (given again "
+                   "with --resume).")
 @click.option("--checkpoint", "-c", type=click.Path(path_type=Path), default=None, help="Trained weights (.pt).")
 @click.option("--target-ms", type=float, default=None,
               help="Latency budget on the device, ms (converted through the unpruned model timed alongside).")
@@ -34,7 +37,9 @@ from android_bench.profiles import DELEGATES, delegate_help
 @click.option("--initial-reduction", type=float, default=0.025, show_default=True, help="First step, fraction of R0.")
 @click.option("--decay", type=float, default=0.96, show_default=True, help="Step decay per iteration.")
 @click.option("--workers", type=int, default=None,
-              help="Proposals evaluated in parallel processes (default: 1; a resumed run keeps its own).")
+              help="Proposals evaluated in parallel processes (default: one per GPU on CUDA, else 1; more than "
+                   "the GPUs share them round-robin; a resumed run keeps its own).")
+@compute_options("--train-device", "Where the fine-tunes and held-out WHDR run (a resumed run keeps its own)")
 @click.option("--multiple", type=int, default=8, show_default=True, help="Widths stay multiples of this.")
 @click.option("--min-width", type=int, default=8, show_default=True, help="No group below this width.")
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Images per fine-tuning step.")
@@ -53,7 +58,8 @@ from android_bench.profiles import DELEGATES, delegate_help
 def prune(model, checkpoint, target_ms, target_ratio, measure_rounds, max_measure_rounds, device, delegate, threads,
           data, lut_path, input_size, train_input_size,
           short_term_steps, long_term_steps, initial_reduction, decay, workers, multiple, min_width, batch_size, lr,
-          val_split, val_limit, max_iterations, choose, store_path, no_store, out, resume) -> None:
+          val_split, val_limit, max_iterations, choose, store_path, no_store, out, resume,
+          compute_device=None, precision=None) -> None:
     """Shrink a model, channel group by channel group, until the upper confidence bound of its
     latency on DEVICE (timed interleaved with the unpruned model) is under --target-ms / --target-ratio."""
     from mobiledepth.cli.options import parse_input_size
@@ -64,7 +70,8 @@ def prune(model, checkpoint, target_ms, target_ratio, measure_rounds, max_measur
     store = False if no_store else store_path
     progress = _progress_printer(console, device)
     if resume is not None:
-        result = netadapt.resume(resume, workers=workers, choose=choose, store=store, progress=progress)
+        result = netadapt.resume(resume, workers=workers, choose=choose, store=store, progress=progress,
+                                 train_device=compute_device, precision=precision, model=model)
     else:
         missing = [name for name, value in (("--checkpoint", checkpoint), ("--data", data)) if value is None]
         if target_ms is None and target_ratio is None:
@@ -78,7 +85,8 @@ def prune(model, checkpoint, target_ms, target_ratio, measure_rounds, max_measur
             input_size=parse_input_size(input_size) if input_size else None,
             train_input_size=parse_input_size(train_input_size) if train_input_size else None,
             short_term_steps=short_term_steps, long_term_steps=long_term_steps, initial_reduction=initial_reduction,
-            decay=decay, workers=workers or 1, multiple=multiple, min_width=min_width, batch_size=batch_size, lr=lr,
+            decay=decay, workers=workers, train_device=compute_device or "auto", precision=precision or "auto",
+            multiple=multiple, min_width=min_width, batch_size=batch_size, lr=lr,
             val_split=val_split, val_limit=val_limit, max_iterations=max_iterations, choose=choose or "accuracy")
         result = netadapt.prune(settings, out=out, store=store, progress=progress)
     final = result.record["final"]

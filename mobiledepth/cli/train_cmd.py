@@ -17,6 +17,8 @@ import click
 @click.option("--checkpoint", "checkpoint", default=None, type=click.Path(path_type=str),
               help="Weights to start from, for the --model named (e.g. a checkpoint of your factory's model).")
 @click.option("--teacher", "teacher", default=None, help="Teacher for distillation: zoo name, checkpoint or module:factory.")
+@click.option("--teacher-checkpoint", "teacher_checkpoint", default=None, type=click.Path(path_type=str),
+              help="The teacher's weights, for the --teacher named (e.g. a checkpoint of your factory's model).")
 @click.option("--epochs", "epochs", default=None, type=int, help="Epochs [default: the config's; 5 in the paper's recipe].")
 @click.option("--steps", "steps", default=None, type=int, help="Stop after this many steps in total.")
 @click.option("--minutes", "minutes", default=None, type=float, help="Stop (with a checkpoint) after this long.")
@@ -41,7 +43,7 @@ import click
               help="channels_last memory layout [default: on for CUDA].")
 @click.option("--qat", "qat", is_flag=True, default=None,
               help="Quantisation-aware fine-tuning of the trained checkpoint --model for int8 (docs/train.md).")
-def train(config, data, out, resume, model, checkpoint, teacher, epochs, steps, minutes, batch_size, lr, input_size, seed,
+def train(config, data, out, resume, model, checkpoint, teacher, teacher_checkpoint, epochs, steps, minutes, batch_size, lr, input_size, seed,
           rebalance, threads, skip_bad, device, precision, workers, accumulate, compile_model, channels_last,
           qat=None) -> int:
     """Train a depth model on DIW-format data; Ctrl-C saves a checkpoint, --resume continues it."""
@@ -55,7 +57,8 @@ def train(config, data, out, resume, model, checkpoint, teacher, epochs, steps, 
     if resume and (out or config):
         raise UserError("--resume RUN_DIR continues a run with its saved config; drop --out/--config")
     overrides = {
-        "model": model, "init_checkpoint": checkpoint, "teacher": teacher, "epochs": epochs, "max_steps": steps, "max_minutes": minutes,
+        "model": model, "init_checkpoint": checkpoint, "teacher": teacher,
+        "teacher_checkpoint": teacher_checkpoint, "epochs": epochs, "max_steps": steps, "max_minutes": minutes,
         "batch_size": batch_size, "optimizer.lr": lr, "seed": seed, "rebalance.enabled": rebalance,
         "threads": threads, "input_size": list(parse_input_size(input_size)) if input_size else None,
         "data.skip_bad": skip_bad, "device": device, "precision": precision, "data.workers": workers,

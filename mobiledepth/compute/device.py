@@ -60,13 +60,26 @@ def _cuda_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def visible_gpus(env: dict | None = None) -> list[str]:
+    """The ids of the CUDA GPUs this process sees, as ``CUDA_VISIBLE_DEVICES`` names them (0, 1, ... without it).
+
+    A child process given one of them in its own ``CUDA_VISIBLE_DEVICES`` sees that GPU as ``cuda:0``."""
+    env = os.environ if env is None else env
+    count = _cuda_count()
+    listed = env.get("CUDA_VISIBLE_DEVICES")
+    if listed is None:
+        return [str(index) for index in range(count)]
+    return [gpu.strip() for gpu in listed.split(",") if gpu.strip()][:count]
+
+
 def _mps_available() -> bool:
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
 
 
-def resolve_device(name: str | None, local_rank: int | None = None) -> torch.device:
-    """``auto`` -> cuda (this rank's GPU under torchrun) when present, else mps, else cpu; others are checked."""
+def resolve_device(name: str | None, local_rank: int | None = None, flag: str = "--device") -> torch.device:
+    """``auto`` -> cuda (this rank's GPU under torchrun) when present, else mps, else cpu; others are checked
+    (``flag``: the option named in the error line, e.g. prune's ``--train-device``)."""
     name = (name or "auto").strip().lower()
     count = _cuda_count()
     if name == "auto":
@@ -77,23 +90,23 @@ def resolve_device(name: str | None, local_rank: int | None = None) -> torch.dev
         return torch.device("cpu")
     if name == "mps":
         if not _mps_available():
-            raise UserError("--device mps: no Apple GPU (MPS) is available here; use --device cpu or auto")
+            raise UserError(f"{flag} mps: no Apple GPU (MPS) is available here; use {flag} cpu or auto")
         return torch.device("mps")
     match = re.fullmatch(r"cuda(?::(\d+))?", name)
     if match is None:
-        raise UserError(f"unknown --device {name!r}; use one of {', '.join(DEVICE_CHOICES)}")
+        raise UserError(f"unknown {flag} {name!r}; use one of {', '.join(DEVICE_CHOICES)}")
     if not count:
-        raise UserError(f"--device {name}: no CUDA GPU is visible (torch {torch.__version__}, "
+        raise UserError(f"{flag} {name}: no CUDA GPU is visible (torch {torch.__version__}, "
                         f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); "
-                        "use --device cpu or auto")
+                        f"use {flag} cpu or auto")
     index = int(match.group(1)) if match.group(1) is not None else (local_rank or 0)
     if index >= count:
-        raise UserError(f"--device {name}: only {count} CUDA GPU(s) visible (cuda:0..cuda:{count - 1}); "
-                        "pick one of those or use --device cuda")
+        raise UserError(f"{flag} {name}: only {count} CUDA GPU(s) visible (cuda:0..cuda:{count - 1}); "
+                        f"pick one of those or use {flag} cuda")
     return torch.device("cuda", index)
 
 
-def resolve_precision(precision: str | None, device: torch.device) -> str:
+def resolve_precision(precision: str | None, device: torch.device, flag: str = "--device") -> str:
     """``auto`` -> bf16 on GPUs that support it, fp16 on other GPUs, fp32 elsewhere; fp16/bf16 on CPU refused."""
     precision = (precision or "auto").lower()
     if precision not in PRECISIONS:
@@ -102,7 +115,7 @@ def resolve_precision(precision: str | None, device: torch.device) -> str:
         if precision in ("auto", "fp32"):
             return "fp32"
         raise UserError(f"--precision-mode {precision} needs a GPU (mixed precision on the CPU is slower here); "
-                        "use fp32 or --device cuda")
+                        f"use fp32 or {flag} cuda")
     if precision != "auto":
         if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise UserError(f"--precision-mode bf16: {torch.cuda.get_device_name(device)} has no bf16; use fp16")
@@ -113,13 +126,14 @@ def resolve_precision(precision: str | None, device: torch.device) -> str:
 
 
 def device_settings(device: str | None = "auto", precision: str | None = "auto", channels_last: bool | None = None,
-                    compile_model: bool = False, local_rank: int | None = None) -> DeviceSettings:
-    """Resolve and check the whole device choice (``channels_last`` None: on for CUDA, off elsewhere)."""
-    resolved = resolve_device(device, local_rank)
+                    compile_model: bool = False, local_rank: int | None = None, flag: str = "--device") -> DeviceSettings:
+    """Resolve and check the whole device choice (``channels_last`` None: on for CUDA, off elsewhere;
+    ``flag``: the option the error lines name)."""
+    resolved = resolve_device(device, local_rank, flag)
     if compile_model and not hasattr(torch, "compile"):
         raise UserError(f"--compile needs torch.compile (torch {torch.__version__} lacks it); drop --compile")
     layout = resolved.type == "cuda" if channels_last is None else bool(channels_last)
-    return DeviceSettings(resolved, resolve_precision(precision, resolved), layout, bool(compile_model))
+    return DeviceSettings(resolved, resolve_precision(precision, resolved, flag), layout, bool(compile_model))
 
 
 def place_model(model: torch.nn.Module, settings: DeviceSettings) -> torch.nn.Module:
@@ -130,15 +144,22 @@ def place_model(model: torch.nn.Module, settings: DeviceSettings) -> torch.nn.Mo
     return model
 
 
+def images_to_float(images: torch.Tensor) -> torch.Tensor:
+    """A batch's images as float32 in [0, 1]: uint8 ones divided by 255 (bit for bit what the dataset's float
+    items hold), float ones as they are."""
+    return images.to(torch.float32) / 255.0 if images.dtype == torch.uint8 else images
+
+
 def to_device(batch: dict, settings: DeviceSettings) -> dict:
-    """A collated batch on the device (images in channels_last when asked; non-blocking from pinned memory)."""
-    if not settings.accelerator and not settings.channels_last:
-        return batch
+    """A collated batch on the device: uint8 images moved as bytes and made float32 in [0, 1] there, in
+    channels_last when asked; non-blocking from pinned memory."""
     moved = {}
     for key, value in batch.items():
-        if isinstance(value, torch.Tensor):
+        if isinstance(value, torch.Tensor) and settings.accelerator:
             value = value.to(settings.device, non_blocking=settings.pin_memory)
-            if key == "image" and settings.channels_last:
+        if key == "image":
+            value = images_to_float(value)
+            if settings.channels_last:
                 value = value.contiguous(memory_format=torch.channels_last)
         moved[key] = value
     return moved

@@ -64,6 +64,10 @@ def join(world: World, device: torch.device) -> World:
         return world
     import torch.distributed as dist
 
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+    if missing:  # env:// rendezvous needs both; torchrun sets them (a hand-set WORLD_SIZE does not)
+        raise UserError(f"WORLD_SIZE={world.size} but {' and '.join(missing)} not set; start every process with "
+                        "torchrun (see docs/train.md), or unset WORLD_SIZE for one process")
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)

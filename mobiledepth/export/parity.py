@@ -104,8 +104,9 @@ def int8_bar_warnings(path: str, bars: dict) -> list[str]:
             lines.append(f"{path}: int8 misses its bar: {what} {bar['value']:.4f} (bar {sense} {bar['limit']}; "
                          f"short by {-bar['margin']:.4f}); see docs/export.md (int8 bars and QAT)")
         elif bar["passed"] is None and name == "whdr_delta":
-            lines.append(f"{path}: int8 WHDR bar not measured (no held-out DIW-format data known: a QAT checkpoint "
-                         "records its data; check with 'mobiledepth eval')")
+            lines.append(f"{path}: int8 WHDR bar not measured (it needs held-out DIW-format data and the fp32 "
+                         "artifact: pass --eval-data DIR and --precision fp32,int8; a 'train --qat' checkpoint "
+                         "brings its own data)")
     return lines
 
 

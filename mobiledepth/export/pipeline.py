@@ -190,13 +190,15 @@ def export_model(model: str | None = None, checkpoint: str | os.PathLike | None 
                  calibration_data: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
                  parity_images: int = 4, calibration_images_count: int = 64,
                  progress: ProgressFn | None = None, rewrites: bool = True, seed: int = 0,
-                 store=False, converter: str | None = None) -> ExportResult:
+                 store=False, converter: str | None = None, eval_data: str | os.PathLike | None = None) -> ExportResult:
     """Export a model to ONNX and TFLite with parity proven against PyTorch; returns the record.
 
     ``rewrites``: apply the exact speed rewrites of ``mobiledepth.export.rewrites`` to the graph
     (parity is always measured against the unrewritten model). ``seed``: the random weights'
     seed when there is no checkpoint (the same seed, the same artifacts). ``store``: where the
-    record goes (a path, None for the default store, False for nowhere; checked before any work)."""
+    record goes (a path, None for the default store, False for nowhere; checked before any work).
+    ``eval_data``: held-out DIW-format data (a root with a test split, or a CSV) for the int8 WHDR bar; without
+    it a QAT checkpoint's own held-out split is used, and post-training int8 leaves that bar unmeasured."""
     from mobiledepth.sizes import check_input_size
     from mobiledepth.export.routes import resolve_converters
     from mobiledepth.export.source import load_model_source
@@ -211,17 +213,21 @@ def export_model(model: str | None = None, checkpoint: str | os.PathLike | None 
         check_out_dir(Path(out))  # before the model is even built
     check_store_choice(store)
     with stages("load", "build the model, load weights, strip heads"):
-        source = load_model_source(model, checkpoint, seed=seed)
-        size = check_input_size(*input_size) if input_size else source.default_input_size
+        asked = check_input_size(*input_size) if input_size else None
+        source = load_model_source(model, checkpoint, seed=seed, input_size=asked)
+        size = asked or source.default_input_size
     run_dir = Path(out) if out else default_run_dir(source.name, size)
     if calibration_data is not None:
         from mobiledepth.export.calibration import find_images
 
         find_images(calibration_data)  # fail before any work when the folder has no images
+    if eval_data is not None and not Path(eval_data).exists():
+        raise UserError(f"--eval-data {eval_data} does not exist; pass a DIW-format dataset (a folder with a test "
+                        "split, or its CSV) for the int8 WHDR bar")
     build = _prepare_out(run_dir)
     try:
         record = _build(source, size, chosen, calibration_data, build, parity_images,
-                        calibration_images_count, stages, warnings, rewrites, routes)
+                        calibration_images_count, stages, warnings, rewrites, routes, eval_data)
         record["timings_s"] = {**stages.timings, "total": round(time.perf_counter() - started, 3)}
         record["warnings"] = warnings
         write_json_atomic(build / "export.json", record)
@@ -323,18 +329,24 @@ def _keep_only_logs(build: Path) -> None:
 
 
 def _build(source, size, chosen, calibration_data, build: Path, parity_images: int,
-           calibration_count: int, stage, warnings: list[str], rewrites: bool, routes: list[str]) -> dict:
+           calibration_count: int, stage, warnings: list[str], rewrites: bool, routes: list[str],
+           eval_data=None) -> dict:
     import yaml
 
     from mobiledepth.export.rewrites import phase_split_upsampling
     from mobiledepth.export.routes import choose_recommended
 
+    qat = _qat_program(source, size, chosen, routes, rewrites)
+    # post-training quantisation needs calibration images; a QAT checkpoint's int8 ranges come from its training
+    ptq = [p for p in chosen if p == "int16x8" or (p == "int8" and qat is None)]
     with stage("inputs", "parity and calibration images"):
         images, image_source, parity_set, deployed, reference = _inputs(
-            source, size, chosen, calibration_data, parity_images, calibration_count, warnings)
+            source, size, chosen, calibration_data, parity_images, calibration_count, warnings, bool(ptq))
+    if qat is not None and not ptq:
+        image_source = "none: the int8 quantisation ranges were trained ('train --qat')"
     graph, phase_split = phase_split_upsampling(deployed) if rewrites else (deployed, 0)
     made = _Artifacts(build, reference, parity_set)
-    made.qat = _qat_program(source, size, chosen, routes, rewrites)
+    made.qat = qat
     route_status = _run_routes(routes, graph, size, chosen, images, image_source, made, stage, warnings)
     config = {"model": source.name, "source": source.kind, "checkpoint": source.checkpoint, "seed": source.seed,
               "input_size": list(size), "precisions": chosen, "converters": routes, "calibration": image_source,
@@ -360,7 +372,7 @@ def _build(source, size, chosen, calibration_data, build: Path, parity_images: i
         warnings[:] = [w.replace(f"{old}:", f"{art['path']}:") for w in warnings]
     if "int8" in chosen:
         with stage("int8-bars", "int8 against its bars: order, host latency vs fp32, WHDR on held-out data"):
-            record["int8_bars"] = _int8_bars(record, build, parity_set, made.qat, warnings)
+            record["int8_bars"] = _int8_bars(record, build, parity_set, made.qat, warnings, eval_data)
     _collect_logs(build)
     return record
 
@@ -387,9 +399,10 @@ def _qat_program(source, size, chosen, routes: list[str], rewrites: bool) -> tup
     return found
 
 
-def _int8_bars(record: dict, build: Path, parity_set, qat, warnings: list[str]) -> dict:
+def _int8_bars(record: dict, build: Path, parity_set, qat, warnings: list[str], eval_data=None) -> dict:
     """The recommended int8 artifact against its bars (mobiledepth.export.parity.INT8_BARS): ordinal agreement,
-    int8/fp32 host latency (interleaved, same rounds) and WHDR on held-out data known from a QAT checkpoint."""
+    int8/fp32 host latency (interleaved, same rounds) and WHDR on held-out data (``--eval-data``, else the data a
+    QAT checkpoint was validated on)."""
     from mobiledepth.export.parity import int8_bar_warnings, int8_bars
     from mobiledepth.export.routes import time_interleaved
 
@@ -399,9 +412,10 @@ def _int8_bars(record: dict, build: Path, parity_set, qat, warnings: list[str]) 
     if fp32 is not None:
         fp32_ms, int8_ms = time_interleaved([build / fp32["path"], build / int8["path"]], parity_set[:1], passes=5)
         ratio = int8_ms / fp32_ms
-    if qat is not None and fp32 is not None and Path(qat[0]["data_path"]).exists():
-        whdr_fp32, whdr_int8 = (_child_whdr(build / a["path"], qat[0]["data_path"], qat[0]["val_split"], build)
-                                for a in (fp32, int8))
+    held_out = (str(eval_data), "test") if eval_data is not None else (
+        (qat[0]["data_path"], qat[0]["val_split"]) if qat is not None and Path(qat[0]["data_path"]).exists() else None)
+    if held_out is not None and fp32 is not None:
+        whdr_fp32, whdr_int8 = (_child_whdr(build / a["path"], *held_out, build) for a in (fp32, int8))
     bars = int8_bars(int8["parity"]["ordinal_agreement"], ratio, whdr_fp32, whdr_int8)
     warnings.extend(int8_bar_warnings(int8["path"], bars))
     return {"artifact": int8["path"], **bars}
@@ -512,7 +526,7 @@ _ROUTE_RUNNERS = {"onnx2tf": _onnx2tf_route, "litert-torch": _litert_torch_route
 
 
 def _inputs(source, size, chosen, calibration_data, parity_images: int, calibration_count: int,
-            warnings: list[str]):
+            warnings: list[str], quantised: bool):
     """Images (calibration + parity), the deployed module and its PyTorch output on the parity images."""
     import numpy as np
 
@@ -520,7 +534,6 @@ def _inputs(source, size, chosen, calibration_data, parity_images: int, calibrat
     from mobiledepth.export.runtimes import TorchRuntime
     from mobiledepth.export.source import deploy_module
 
-    quantised = any(p in chosen for p in ("int8", "int16x8"))
     if source.checkpoint is None:
         warnings.append(f"no --checkpoint: exporting random weights (seed {source.seed}; BatchNorm statistics "
                         "calibrated on generated scenes) — fine for latency, meaningless for accuracy")

@@ -54,19 +54,23 @@ def _layer_function(tf, layer: dict, seed: int):
 
         def fn(x, y):
             return x + y
-    elif op == "concat":
-        specs = [tf.TensorSpec([1, h, w, ch[0]], tf.float32), tf.TensorSpec([1, h, w, ch[1]], tf.float32)]
+    elif op == "concat":  # one channel dim per input
+        specs = [tf.TensorSpec([1, h, w, c], tf.float32) for c in ch]
 
-        def fn(x, y):
-            return tf.concat([x, y], axis=-1)
+        def fn(*inputs):
+            return tf.concat(list(inputs), axis=-1)
     elif op == "phase_merge":  # four phase outputs → CONCATENATION + DEPTH_TO_SPACE
         specs = specs * 4
 
         def fn(*phases):
             return tf.nn.depth_to_space(tf.concat(phases, axis=-1), 2)
-    elif op == "resize_bilinear":
+    elif op in ("resize_bilinear", "resize_nearest"):
+        method = "bilinear" if op == "resize_bilinear" else "nearest"
+
         def fn(x):
-            return tf.image.resize(x, [2 * h, 2 * w], method="bilinear")
+            return tf.image.resize(x, [2 * h, 2 * w], method=method)
+    elif op in TRACED_OPS:
+        return _traced_op_function(tf, layer, const, activation)
     elif op == "normalize":
         mean, inv_std = const([1, 1, 1, ch[0]]), const([1, 1, 1, ch[0]])
 
@@ -74,6 +78,62 @@ def _layer_function(tf, layer: dict, seed: int):
             return (x - mean) * inv_std
     else:
         raise ValueError(f"unknown layer op {op!r}")
+    return tf.function(fn, input_signature=specs)
+
+
+TRACED_OPS = ("deconv", "act", "mul", "scale", "maxpool", "avgpool", "global_pool", "depth_to_space")
+
+
+def _unary(tf, act: str):
+    """A stand-alone activation by the name ``traced_layers`` records (``leaky_relu:<slope>``)."""
+    if act.startswith("leaky_relu"):
+        slope = float(act.split(":")[1]) if ":" in act else 0.01
+        return lambda x: tf.nn.leaky_relu(x, alpha=slope)
+    if act.startswith("hardtanh"):
+        low, high = (float(v) for v in act.split(":")[1:3])
+        return lambda x: tf.clip_by_value(x, low, high)
+    table = {"sigmoid": tf.math.sigmoid, "silu": lambda x: x * tf.math.sigmoid(x), "tanh": tf.math.tanh,
+             "hardswish": lambda x: x * tf.nn.relu6(x + 3.0) / 6.0, "gelu": tf.nn.gelu, "elu": tf.nn.elu,
+             "relu": tf.nn.relu, "relu6": tf.nn.relu6}
+    return table[act]
+
+
+def _traced_op_function(tf, layer: dict, const, activation):
+    """The single-layer function of an op only :mod:`mobiledepth.prune.traced_layers` lists."""
+    op, h, w, ch = layer["op"], layer["h"], layer["w"], layer["channels"]
+    k, stride = layer.get("kernel", 1), layer.get("stride", 1)
+    specs = [tf.TensorSpec([1, h, w, ch[0]], tf.float32)]
+    if op == "deconv":
+        weight, bias = const([k, k, ch[1], ch[0]]), const([ch[1]])
+        out_shape = [1, h * stride, w * stride, ch[1]]
+
+        def fn(x):
+            return activation(tf.nn.conv2d_transpose(x, weight, out_shape, stride, "SAME") + bias)
+    elif op == "act":
+        fn = _unary(tf, layer.get("act", "none"))
+    elif op == "mul":
+        specs = specs * 2
+
+        def fn(x, y):
+            return x * y
+    elif op == "scale":  # an activation times a per-channel (1x1) activation: squeeze-excitation's gate
+        specs = specs + [tf.TensorSpec([1, 1, 1, ch[0]], tf.float32)]
+
+        def fn(x, gate):
+            return x * gate
+    elif op in ("maxpool", "avgpool"):
+        pool = tf.nn.max_pool2d if op == "maxpool" else tf.nn.avg_pool2d
+
+        def fn(x):
+            return pool(x, k, stride, "VALID")
+    elif op == "global_pool":
+        def fn(x):
+            return tf.reduce_mean(x, axis=[1, 2], keepdims=True)
+    else:  # depth_to_space: a x2 pixel shuffle of 4 * c channels
+        specs = [tf.TensorSpec([1, h, w, 4 * ch[0]], tf.float32)]
+
+        def fn(x):
+            return tf.nn.depth_to_space(x, 2)
     return tf.function(fn, input_signature=specs)
 
 

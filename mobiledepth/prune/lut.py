@@ -13,8 +13,14 @@ A table is built for a spec, an input size, a device and a delegate:
    delegate, threads, runtime version) and layer config, written after every chunk, so a
    stopped build resumes and another spec reuses identical layers.
 
-``estimate(table, spec)`` = per-invoke overhead + the sum over layers of (interpolated layer
-time - overhead); the overhead is measured on a one-ADD model (``null``).
+4. The graph correction (:class:`GraphCorrection`) is fitted on whole-model width variants timed
+   side by side with the unpruned model (``calibrate``).
+
+``LatencyTable.estimate_layers(layers)`` = per-invoke overhead + factor x the sum over layers of
+(interpolated layer time - overhead) + per-op overhead x layers; the per-invoke overhead is
+measured on a one-ADD model (``null``). The layers come from :func:`network_layers` (a spec) or
+:func:`mobiledepth.prune.traced_layers.traced_layers` (any module). ``validate_lut`` compares
+estimated and measured ratios to the unpruned model, timed in one session.
 """
 
 from __future__ import annotations
@@ -132,30 +138,96 @@ class LatencyTable:
         axes, points = fam
         return interpolate(axes, points, layer.channels)
 
-    def estimate(self, spec: dict, input_size: tuple[int, int] | None = None) -> "Estimate":
-        """Estimated network latency of ``spec`` (µs): overhead + sum of (layer - overhead)."""
-        size = tuple(input_size or self.meta["input_size"])
-        layers = network_layers(spec, size)
+    @property
+    def correction(self) -> "GraphCorrection":
+        """The measured graph correction (identity for a table built without calibration)."""
+        return GraphCorrection.from_dict(self.meta.get("correction"))
+
+    def estimate_layers(self, layers: list[Layer], corrected: bool = True) -> "Estimate":
+        """Estimated latency (µs) of a network given as its layer list (``network_layers`` or
+        ``traced_layers``): per-invoke overhead + per-op graph overhead x layers + factor x the sum of
+        (layer - overhead); ``corrected=False``: the plain sum (factor 1, no per-op term). Never below
+        the plain sum: a graph is not faster than its layers timed hot (a fit with a negative per-op
+        term would otherwise call the thinnest models nearly free)."""
         null = self.null_us
-        per_layer = [(layer, max(self.layer_us(layer) - null, 0.0)) for layer in layers]
-        return Estimate(null + sum(t for _, t in per_layer), per_layer, null)
+        plain = [(layer, max(self.layer_us(layer) - null, 0.0)) for layer in layers]
+        fix = self.correction if corrected else GraphCorrection()
+        per_layer = [(layer, fix.factor * us) for layer, us in plain]
+        graph_us = fix.per_op_us * len(layers)
+        if graph_us + sum(t for _, t in per_layer) < sum(t for _, t in plain):
+            per_layer, graph_us = plain, 0.0
+        return Estimate(null + graph_us + sum(t for _, t in per_layer), per_layer, null, graph_us)
+
+    def estimate(self, spec: dict, input_size: tuple[int, int] | None = None) -> "Estimate":
+        """Estimated network latency of ``spec`` (µs), through :meth:`estimate_layers`."""
+        return self.estimate_layers(network_layers(spec, tuple(input_size or self.meta["input_size"])))
 
 
 @dataclass
 class Estimate:
+    """A network's estimated latency: ``total_us`` = ``overhead_us`` (one invoke) + ``graph_us`` (per-op
+    graph overhead) + the per-layer times (already times the correction factor)."""
+
     total_us: float
     per_layer: list[tuple[Layer, float]]
     overhead_us: float
+    graph_us: float = 0.0
 
     @property
     def total_ms(self) -> float:
         return self.total_us / 1000.0
 
     def by_op(self) -> dict[str, float]:
-        out: dict[str, float] = {"overhead": self.overhead_us}
+        out: dict[str, float] = {"overhead": self.overhead_us, "graph": self.graph_us}
         for layer, us in self.per_layer:
             out[layer.op] = out.get(layer.op, 0.0) + us
         return out
+
+
+@dataclass
+class GraphCorrection:
+    """What a whole graph costs beyond its single layers, measured (``lut build --calibrate``).
+
+    A single-layer model times with its tensors hot in cache; inside a graph every layer reads what
+    the previous one wrote and the interpreter walks many ops, so the graph is slower than the sum
+    (1.3-1.6x here, more for thin models). Fitted by least squares on whole-model width variants
+    timed side by side: measured - null = ``factor`` x sum(layer - null) + ``per_op_us`` x layers.
+    ``factor`` > 0 keeps the estimate monotone in every width; ``per_op_us`` carries the fixed
+    part that dominates small models."""
+
+    factor: float = 1.0
+    per_op_us: float = 0.0
+    points: list = field(default_factory=list)   # what it was fitted on (names, sums, measurements)
+    reference_us: float | None = None            # the unpruned model's latency in the fitting session
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "GraphCorrection":
+        if not data:
+            return cls()
+        return cls(float(data["factor"]), float(data["per_op_us"]), list(data.get("points", [])),
+                   data.get("reference_us"))
+
+    def to_dict(self) -> dict:
+        return {"factor": self.factor, "per_op_us": self.per_op_us, "points": self.points,
+                "reference_us": self.reference_us,
+                "model": "measured - null = factor * sum(layer - null) + per_op_us * layers (least squares)"}
+
+
+def fit_correction(layer_sums: list[float], op_counts: list[int], measured: list[float], null_us: float) -> tuple[float, float]:
+    """(factor, per_op_us) by least squares of ``measured - null`` on (layer sum, op count); a single
+    point gives a pure factor. Refuses a fit that is not increasing in the layer sum."""
+    import numpy as np
+
+    y = np.asarray(measured, dtype=float) - null_us
+    sums = np.asarray(layer_sums, dtype=float)
+    if len(y) == 1 or np.ptp(sums) == 0:
+        factor, per_op = float(y.mean() / sums.mean()), 0.0
+    else:
+        (factor, per_op), *_ = np.linalg.lstsq(np.column_stack([sums, np.asarray(op_counts, float)]), y, rcond=None)
+    if not factor > 0:
+        raise StageFailed(f"the graph correction fitted a factor of {factor:.3f} (wider measured faster); the "
+                          "calibration timing was too noisy: rebuild on a quieter machine or with more --calibrate widths")
+    return float(factor), float(per_op)
 
 
 def monotone_grid(axes: list[list[int]], points: dict[tuple, float]) -> dict[tuple, float]:
@@ -325,72 +397,144 @@ class BuildResult:
     convert_s: float
     time_s: float
     failures: list[str]
+    calibrate_s: float = 0.0  # exporting and timing the whole-model variants of the graph correction
+
+
+@dataclass
+class LutTarget:
+    """What a table is built for: the model's name, its spec (None for a factory model), its layers."""
+
+    name: str
+    spec: dict | None
+    size: tuple[int, int]
+    layers: list[Layer]
+    model_hash: str
+    layer_source: str  # "network_layers" (a spec) or "traced_layers" (any module)
+
+
+def lut_target(model, input_size: tuple[int, int] | None) -> LutTarget:
+    """A spec's layers from its plan; any other model (``module:factory``) traced in its deployed form."""
+    from mobiledepth.arch import resolve_spec, spec_hash
+    from mobiledepth.arch.resolve import is_factory_ref
+
+    if not is_factory_ref(model):
+        spec = resolve_spec(model)
+        size = tuple(input_size or spec.get("input_size") or (256, 256))
+        return LutTarget(spec.get("name"), spec, size, network_layers(spec, size), spec_hash(spec), "network_layers")
+    from mobiledepth.arch.resolve import resolve_model
+    from mobiledepth.prune.subject import deployed_layers
+
+    resolved = resolve_model(model)
+    size = tuple(input_size or resolved.default_input_size)
+    return LutTarget(resolved.name, None, size, deployed_layers(resolved.model, size), resolved.spec_hash,
+                     "traced_layers")
+
+
+def _measure_missing(missing: list[Layer], cache: dict, cache_file: Path, device: str, delegate: str, threads: int,
+                     runs: int, warmup: int, chunk: int, progress) -> tuple[float, float, list[str]]:
+    """Build and time the layer models not in the cache, writing the cache after every chunk;
+    returns (convert seconds, timing seconds, failures)."""
+    with tempfile.TemporaryDirectory(prefix="mobiledepth-lut-") as tmp:
+        tmp_dir = Path(tmp)
+        files = {f"{sha256_json(layer.to_dict())[:20]}.tflite": layer for layer in missing}
+        convert_s, failures = _convert([{"file": f, "layer": l.to_dict()} for f, l in files.items()], tmp_dir, progress)
+        ready = [(f, l) for f, l in files.items() if (tmp_dir / f).exists()]
+        start = time.perf_counter()
+        for offset in range(0, len(ready), chunk):
+            part = ready[offset:offset + chunk]
+            results = time_models([tmp_dir / f for f, _ in part], device, delegate, threads, runs, warmup)
+            for (f, layer), result in zip(part, results):
+                if result["failed"]:
+                    failures.append(f"{layer.key}: {result['error']}")
+                    continue
+                cache["entries"][layer.key] = {"layer": layer.to_dict(), "samples_us": result["samples_us"],
+                                               "median_us": result["stats"]["median"],
+                                               "samples_kind": result["samples_kind"],
+                                               "delegation": result["delegation"]["status"],
+                                               "measured_at": result["started_at"]}
+            cache["tool_version"] = results[0]["tool_version"] if results else None
+            write_json_atomic(cache_file, cache)  # resumable: what is measured stays measured
+            if progress:
+                progress(Progress("time", "layer", done=min(offset + chunk, len(ready)), total=len(ready)))
+        return convert_s, time.perf_counter() - start, failures
+
+
+CALIBRATE_AT = (1.0, 0.6, 0.4)  # uniform widths the graph correction is fitted on (validation holds out others)
 
 
 def build_lut(model: str | dict, input_size: tuple[int, int] | None = None, device: str = "host",
               delegate: str = "cpu", threads: int = 1, out: str | os.PathLike | None = None,
               multiple: int = 8, points: int = 5, runs: int = 30, warmup: int = 5, chunk: int = 25,
               cache_dir: str | os.PathLike | None = None, progress: ProgressFn | None = None,
-              statistic: str = "median") -> BuildResult:
-    """Measure every grid point of the spec's layer families not yet cached; write the table JSON."""
-    from mobiledepth.arch import resolve_spec, spec_hash
-
+              statistic: str = "median", calibrate_at=(),
+              work_dir: str | os.PathLike | None = None) -> BuildResult:
+    """Measure every grid point of the model's layer families not yet cached; write the table JSON; then,
+    when ``calibrate_at`` names widths (``lut build``'s default: :data:`CALIBRATE_AT`), fit the graph
+    correction on whole-model width variants (exports: minutes; ``prune``'s on-the-fly table skips it)."""
     statistic_of([1.0], statistic)  # reject an unknown statistic before any work
     if multiple < 1 or points < 2:
         raise UserError(f"--multiple must be >= 1 and --points >= 2 (got {multiple}, {points})")
-    spec = resolve_spec(model)
-    size = tuple(input_size or spec.get("input_size") or (256, 256))
+    target = lut_target(model, input_size)
+    size = target.size
     identity = runtime_identity(device, delegate, threads)
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
     cache_file = _cache_path(cache_dir, identity)
     cache = _read_cache(cache_file, identity)
-    grid = family_grid(network_layers(spec, size), multiple, points)
+    grid = family_grid(target.layers, multiple, points)
     wanted = [NULL_LAYER] + [layer for layers in grid.values() for layer in layers]
     wanted = list({layer.key: layer for layer in wanted}.values())
     missing = [layer for layer in wanted if layer.key not in cache["entries"]]
-    reused = len(wanted) - len(missing)
-    failures: list[str] = []
     convert_s = time_s = 0.0
+    failures: list[str] = []
     if missing:
-        with tempfile.TemporaryDirectory(prefix="mobiledepth-lut-") as tmp:
-            tmp_dir = Path(tmp)
-            files = {f"{sha256_json(layer.to_dict())[:20]}.tflite": layer for layer in missing}
-            convert_s, failures = _convert([{"file": f, "layer": l.to_dict()} for f, l in files.items()], tmp_dir, progress)
-            ready = [(f, l) for f, l in files.items() if (tmp_dir / f).exists()]
-            start = time.perf_counter()
-            for offset in range(0, len(ready), chunk):
-                part = ready[offset:offset + chunk]
-                results = time_models([tmp_dir / f for f, _ in part], device, delegate, threads, runs, warmup)
-                for (f, layer), result in zip(part, results):
-                    if result["failed"]:
-                        failures.append(f"{layer.key}: {result['error']}")
-                        continue
-                    cache["entries"][layer.key] = {"layer": layer.to_dict(), "samples_us": result["samples_us"],
-                                                   "median_us": result["stats"]["median"],
-                                                   "samples_kind": result["samples_kind"],
-                                                   "delegation": result["delegation"]["status"],
-                                                   "measured_at": result["started_at"]}
-                cache["tool_version"] = results[0]["tool_version"] if results else None
-                write_json_atomic(cache_file, cache)  # resumable: what is measured stays measured
-                if progress:
-                    progress(Progress("time", "layer", done=min(offset + chunk, len(ready)), total=len(ready)))
-            time_s = time.perf_counter() - start
+        convert_s, time_s, failures = _measure_missing(missing, cache, cache_file, device, delegate, threads, runs,
+                                                       warmup, chunk, progress)
     entries = {layer.key: cache["entries"][layer.key] for layer in wanted if layer.key in cache["entries"]}
     if NULL_LAYER.key not in entries or len(entries) < len(wanted):
         raise StageFailed(f"{len(wanted) - len(entries)} of {len(wanted)} layer configs could not be measured "
                           f"(first: {failures[0] if failures else '?'}); what was measured is cached in {cache_file}")
     table = {
         "format": LUT_FORMAT, **new_record("lut"),
-        **identity, "input_size": list(size), "model": spec.get("name"), "spec_hash": spec_hash(spec),
+        **identity, "input_size": list(size), "model": target.name, "spec_hash": target.model_hash,
+        "layer_source": target.layer_source,
         "multiple": multiple, "points": points, "runs": runs, "warmup": warmup, "statistic": statistic,
         "builder": "tensorflow TFLiteConverter.from_concrete_functions (single-layer models)",
         "build_s": {"convert": round(convert_s, 2), "time": round(time_s, 2)},
         "entries": entries,
     }
-    path = Path(out) if out else Path("runs") / "lut" / f"{spec.get('name')}-{size[0]}x{size[1]}-{device}-{delegate}.json"
+    path = Path(out) if out else Path("runs") / "lut" / f"{_file_name(target.name)}-{size[0]}x{size[1]}-{device}-{delegate}.json"
     write_json_atomic(path, table)
-    return BuildResult(path, load_table(path), len(missing), reused, convert_s, time_s, failures)
+    calibrate_s = _calibrate_build(path, target, calibrate_at, work_dir, progress)
+    return BuildResult(path, load_table(path), len(missing), len(wanted) - len(missing), convert_s, time_s, failures,
+                       calibrate_s)
+
+
+def _file_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))
+
+
+def _calibrate_build(path: Path, target: LutTarget, calibrate_at, work_dir, progress) -> float:
+    """Fit and store the graph correction on the model's uniform width variants (a spec's, or a factory
+    model's cut by ``prune.graph.uniform_prune``); returns the seconds it took."""
+    if not calibrate_at:
+        return 0.0
+    start = time.perf_counter()
+    work = Path(work_dir) if work_dir else variants_dir(path)
+    work.mkdir(parents=True, exist_ok=True)
+    table = load_table(path)
+    if target.spec is not None:
+        variants = spec_variants(target.spec, target.size, calibrate_at, 0, table.meta["multiple"], 0, work, progress)
+    else:
+        variants = factory_variants(target.name, target.size, calibrate_at, table.meta["multiple"], work, progress)
+    if progress:
+        progress(Progress("calibrate", "start", detail=f"timing {len(variants)} whole models for the graph correction"))
+    calibrate(path, variants)
+    seconds = time.perf_counter() - start
+    data = json.loads(path.read_text())
+    data["build_s"]["calibrate"] = round(seconds, 2)
+    write_json_atomic(path, data)
+    return seconds
 
 
 # ----------------------------------------------------------------------------- validation
@@ -434,16 +578,23 @@ def export_spec(spec: dict, input_size: tuple[int, int], out_dir: str | os.PathL
     """Export ``spec`` to fp32 TFLite with the project's export chain; returns (tflite, run_dir)."""
     import yaml
 
-    from mobiledepth.export import export_model
     from mobiledepth.io import write_text_atomic
 
     out_dir = Path(out_dir)
     spec_file = out_dir.with_name(out_dir.name + ".spec.yaml")  # export takes names and YAML paths
     write_text_atomic(spec_file, yaml.safe_dump(spec, sort_keys=False))
-    result = export_model(model=str(spec_file), checkpoint=checkpoint, input_size=tuple(input_size), precisions="fp32",
-                          out=out_dir)
-    tflite = next(Path(result.run_dir) / a["path"] for a in result.record["artifacts"] if a["format"] == "tflite")
-    return tflite, Path(result.run_dir)
+    return export_fp32(str(spec_file), input_size, out_dir, checkpoint)
+
+
+def export_fp32(model: str, input_size: tuple[int, int], out_dir: str | os.PathLike,
+                checkpoint: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """``model`` (a spec YAML, zoo name or ``module:factory``) exported to fp32 TFLite through the route the
+    table's layers mirror (:data:`VARIANT_ROUTE`, not every route); returns (tflite, run_dir)."""
+    from mobiledepth.export import export_model
+
+    result = export_model(model=model, checkpoint=checkpoint, input_size=tuple(input_size), precisions="fp32",
+                          out=out_dir, converter=VARIANT_ROUTE)
+    return Path(result.run_dir) / route_tflite(result.record["artifacts"])["path"], Path(result.run_dir)
 
 
 def measure_spec(spec: dict, input_size: tuple[int, int], device: str, delegate: str, threads: int,
@@ -548,88 +699,246 @@ def _session_summary(harness, names: list[str], ref: int, reduce, reference_name
         rounds=harness.rounds)
 
 
-@dataclass
-class ValidationRow:
-    name: str
-    widths: dict
-    estimate_us: float
-    measured_us: float
-    measured_low_us: float
-    measured_high_us: float
+# the route whose graph the table's layers mirror (onnx2tf's PAD + VALID stride-2 convs, the phase-split
+# form); variants are always exported and timed through it, whatever route export would recommend
+VARIANT_ROUTE = "onnx2tf"
 
-    @property
-    def error(self) -> float:
-        return (self.estimate_us - self.measured_us) / self.measured_us
 
-    @property
-    def error_interval(self) -> tuple[float, float]:
-        """The error's 95 % interval (from the measurement's order-statistic CI)."""
-        return self.estimate_us / self.measured_high_us - 1, self.estimate_us / self.measured_low_us - 1
+def route_tflite(artifacts: list[dict]) -> dict | None:
+    """The fp32 TFLite artifact of :data:`VARIANT_ROUTE` (records without routes: the first TFLite)."""
+    tflites = [a for a in artifacts if a.get("format") == "tflite"]
+    return next((a for a in tflites if a.get("route", VARIANT_ROUTE) == VARIANT_ROUTE), None)
+
+
+def _reused_export(out_dir: Path) -> Path | None:
+    """The fp32 TFLite file of a complete export in ``out_dir``, if there is one."""
+    try:
+        artifact = route_tflite(read_export_record(out_dir).data["artifacts"])
+    except MobileDepthError:
+        return None  # no complete export there yet
+    return out_dir / artifact["path"] if artifact and (out_dir / artifact["path"]).is_file() else None
 
 
 def exported_variant(variant: dict, size: tuple[int, int], work: Path) -> Path:
     """The variant's fp32 TFLite file: reused when this spec and size were exported into ``work``
     before (the folder is named by their hash), exported now otherwise."""
-    out_dir = work / f"v-{sha256_json({'spec': variant, 'size': list(size)})[:16]}"
-    try:
-        artifact = read_export_record(out_dir).tflite_artifact()
-        if artifact and (out_dir / artifact["path"]).is_file():
-            return out_dir / artifact["path"]
-    except MobileDepthError:
-        pass  # no complete export there yet
-    return export_spec(variant, size, out_dir)[0]
+    out_dir = work / f"v-{variant_key(variant, size)}"
+    return _reused_export(out_dir) or export_spec(variant, size, out_dir)[0]
 
 
-def _validation_timing(files: dict[str, Path], table: "LatencyTable", runs: int) -> dict[str, tuple]:
-    """Every variant's latency (median, low, high in µs) from the shared harness: interleaved turns, one
-    value per turn under the table's statistic, the median over turns with its order-statistic CI
-    (``runs``: about how many timed invokes per variant before the first look)."""
+def exported_factory(ref: str, model_hash: str, size: tuple[int, int], work: Path,
+                     widths: dict | None = None, model=None) -> tuple[str, Path]:
+    """A factory model's fp32 TFLite file, exported once into ``work`` (reused later); returns (key, file).
+    With ``widths``, ``model`` is the factory's model cut to them, exported from a pruned checkpoint."""
+    key = sha256_json({"factory": ref, "model": model_hash, "size": list(size), **({"widths": widths} if widths else {})})[:16]
+    out_dir = work / f"v-{key}"
+    found = _reused_export(out_dir)
+    if found is None:
+        checkpoint = None
+        if widths:
+            from mobiledepth.prune.graph import save_pruned
+
+            checkpoint = save_pruned(work / f"v-{key}.pt", model, ref, tuple(size))
+        found = export_fp32(ref, size, out_dir, checkpoint)[0]
+    return key, found
+
+
+def factory_variants(ref: str, size: tuple[int, int], multipliers, multiple: int, work: Path,
+                     progress: ProgressFn | None = None) -> list[TimedVariant]:
+    """A factory model (the reference, "uniform x1") and its uniform width variants: every prunable channel
+    group cut by Torch-Pruning's magnitude pruner (``prune.graph.uniform_prune``), each exported once."""
+    from mobiledepth.arch.resolve import resolve_model
+    from mobiledepth.prune.graph import uniform_prune
+    from mobiledepth.prune.subject import deployed_layers
+
+    out = []
+    for m in (1.0,) + tuple(m for m in multipliers if m != 1.0):
+        resolved = resolve_model(ref)
+        widths = uniform_prune(resolved.model, 1.0 - m, multiple, size) if m < 1.0 else None
+        if progress:
+            progress(Progress("export", "start", detail=f"exporting {ref} x{m:g} (or reusing its export)"))
+        key, tflite = exported_factory(ref, resolved.spec_hash, size, work, widths, resolved.model)
+        out.append(TimedVariant(f"uniform x{m:g}", key, widths or {}, deployed_layers(resolved.model, size), tflite))
+    return out
+
+
+def variants_dir(table_path: str | os.PathLike) -> Path:
+    """Where a table's exported width variants live (calibration and validation share them)."""
+    table_path = Path(table_path)
+    return table_path.with_name(table_path.stem + "-variants")
+
+
+def variant_key(variant: dict, size: tuple[int, int]) -> str:
+    """A variant's identity (its spec and input size), as its export folder is named."""
+    return sha256_json({"spec": variant, "size": list(size)})[:16]
+
+
+@dataclass
+class TimedVariant:
+    """A width variant ready to time: its layers (what the table estimates) and its exported TFLite file."""
+
+    name: str
+    key: str
+    widths: dict
+    layers: list[Layer]
+    tflite: Path
+
+
+def spec_variants(spec: dict, size: tuple[int, int], multipliers, random_count: int, multiple: int, seed: int,
+                  work: Path, progress: ProgressFn | None = None) -> list[TimedVariant]:
+    """The unpruned spec first ("uniform x1", the reference), then uniform and random width variants,
+    each exported once into ``work`` (reused later)."""
+    from mobiledepth.prune.groups import group_widths
+
+    multipliers = (1.0,) + tuple(m for m in multipliers if m != 1.0)
+    out = []
+    for name, variant in variant_specs(spec, multipliers, random_count, multiple, seed):
+        if progress:
+            progress(Progress("export", "start", detail=f"exporting {name} (or reusing its export)"))
+        out.append(TimedVariant(name, variant_key(variant, size), group_widths(variant), network_layers(variant, size),
+                                exported_variant(variant, size, work)))
+    return out
+
+
+def time_variants(variants: list[TimedVariant], table: "LatencyTable", rounds: int) -> SessionTiming:
+    """Every variant timed side by side with the first (the unpruned reference) in one session of the
+    shared harness: per turn the table's statistic; ``rounds`` first, up to 4x while a ratio's CI is
+    wider than ±1 %."""
     meta = table.meta
-    names = list(files)
-    rounds = max(6, runs // 9)
-    timing = time_against({n: files[n] for n in names[1:]}, files[names[0]], meta["device"], meta["delegate"],
-                          meta["threads"], rounds=rounds, max_rounds=rounds * 4, precision=0.01,
-                          reduce=lambda block: statistic_of(block, table.statistic), reference_name=names[0])
-    return timing.absolute
+    reference = variants[0]
+    return time_against({v.name: v.tflite for v in variants[1:]}, reference.tflite, meta["device"], meta["delegate"],
+                        meta["threads"], rounds=rounds, max_rounds=rounds * 4, precision=0.01,
+                        reduce=lambda block: statistic_of(block, table.statistic), reference_name=reference.name)
+
+
+def calibrate(table_path: str | os.PathLike, variants: list[TimedVariant], rounds: int = 30) -> GraphCorrection:
+    """Fit the table's graph correction on ``variants`` (the first is the reference) timed in one session,
+    and store it in the table; returns it."""
+    table = load_table(table_path)
+    timing = time_variants(variants, table, rounds)
+    null = table.null_us
+    points = []
+    for v in variants:
+        plain = table.estimate_layers(v.layers, corrected=False)
+        ratio = timing.ratios[v.name].ratio if v is not variants[0] else 1.0
+        points.append({"name": v.name, "variant": v.key, "layers": len(v.layers), "layer_sum_us": plain.total_us - null,
+                       "ratio": ratio, "measured_us": ratio * timing.reference_us})
+    factor, per_op = fit_correction([p["layer_sum_us"] for p in points], [p["layers"] for p in points],
+                                    [p["measured_us"] for p in points], null)
+    correction = GraphCorrection(factor, per_op, points, timing.reference_us)
+    data = json.loads(Path(table_path).read_text())
+    data["correction"] = correction.to_dict()
+    write_json_atomic(table_path, data)
+    return correction
+
+
+@dataclass
+class ValidationRow:
+    """One variant: the table's estimate, and its latency measured side by side with the reference.
+
+    ``ratio`` is the measured ratio to the reference (None for the reference itself); the ms values are
+    that ratio times the reference's latency in the same session (the reference: its own turns)."""
+
+    name: str
+    widths: dict
+    estimate_us: float
+    estimate_ratio: float                  # estimate / the reference's estimate
+    ratio: object | None                   # RatioInterval, model / reference
+    measured_us: tuple[float, float, float]  # (median, low, high)
+    held_out: bool                         # not one of the variants the correction was fitted on
+
+    @property
+    def ratio_error(self) -> float | None:
+        """(estimated ratio) / (measured ratio) - 1: the error NetAdapt's decisions see."""
+        return None if self.ratio is None else self.estimate_ratio / self.ratio.ratio - 1
+
+    @property
+    def ratio_error_interval(self) -> tuple[float, float] | None:
+        if self.ratio is None:
+            return None
+        return self.estimate_ratio / self.ratio.high - 1, self.estimate_ratio / self.ratio.low - 1
+
+    @property
+    def ms_error(self) -> float:
+        """The table's ms vs the ms measured in this session (includes the session's drift)."""
+        return self.estimate_us / self.measured_us[0] - 1
+
+    @property
+    def ms_error_interval(self) -> tuple[float, float]:
+        return self.estimate_us / self.measured_us[2] - 1, self.estimate_us / self.measured_us[1] - 1
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "held_out": self.held_out, "estimate_us": self.estimate_us,
+                "estimate_ratio": self.estimate_ratio, "measured_ratio": None if self.ratio is None else self.ratio.ratio,
+                "measured_ratio_interval": None if self.ratio is None else [self.ratio.low, self.ratio.high],
+                "ratio_error": self.ratio_error, "ratio_error_interval": self.ratio_error_interval,
+                "measured_us": self.measured_us[0], "measured_interval_us": list(self.measured_us[1:]),
+                "ms_error": self.ms_error, "ms_error_interval": list(self.ms_error_interval), "widths": self.widths}
+
+
+def validation_rows(variants: list[TimedVariant], table: "LatencyTable", timing: SessionTiming) -> list[ValidationRow]:
+    """Estimate vs measurement for every timed variant (the first is the reference)."""
+    fitted = {p.get("variant") for p in table.correction.points}
+    reference_us = table.estimate_layers(variants[0].layers).total_us
+    rows = []
+    for v in variants:
+        estimate = table.estimate_layers(v.layers).total_us
+        if v is variants[0]:
+            ratio, measured = None, tuple(timing.absolute[v.name])
+        else:
+            ratio = timing.ratios[v.name]
+            scaled = ratio.scaled(timing.reference_us)
+            measured = (scaled.ratio, scaled.low, scaled.high)
+        rows.append(ValidationRow(v.name, v.widths, estimate, estimate / reference_us, ratio, measured,
+                                  v.key not in fitted))
+    return rows
 
 
 def validate_lut(table_path: str | os.PathLike, model: str | dict | None = None, random_count: int = 3,
-                 multipliers=(1.0, 0.75, 0.5, 0.35), runs: int = 50, work_dir: str | os.PathLike | None = None,
+                 multipliers=(1.0, 0.75, 0.5, 0.35), runs: int = 300, work_dir: str | os.PathLike | None = None,
                  seed: int = 0, progress: ProgressFn | None = None) -> dict:
-    """LUT estimate vs end-to-end measurement for width variants; writes and returns a report dict."""
+    """LUT estimate vs end-to-end measurement for width variants timed side by side with the unpruned
+    model in one session; writes ``validation.json`` in the work folder and returns the report dict.
+
+    The headline error is the ratio error (estimated vs measured ratio to the unpruned model): the
+    unit NetAdapt decides in, free of the whole machine's drift between sessions; the ms error (the
+    table's ms vs ms measured in this session) is reported beside it."""
     from android_bench.result import percentile
 
     from mobiledepth.arch import resolve_spec, spec_from_record
-    from mobiledepth.prune.groups import group_widths
+
+    from mobiledepth.arch.resolve import is_factory_ref
 
     table = load_table(table_path)
     meta = table.meta
-    spec = resolve_spec(model) if model else spec_from_record(meta["model"], f"lookup table {table_path}")
     size = tuple(meta["input_size"])
-    work = Path(work_dir) if work_dir else Path(table_path).with_suffix("") .with_name(Path(table_path).stem + "-validate")
+    work = Path(work_dir) if work_dir else variants_dir(table_path)
     work.mkdir(parents=True, exist_ok=True)
-    variants = variant_specs(spec, multipliers, random_count, meta["multiple"], seed)
-    files = {}
-    for name, variant in variants:
-        if progress:
-            progress(Progress("export", "start", detail=f"exporting {name} (or reusing its export)"))
-        files[name] = exported_variant(variant, size, work)
+    if is_factory_ref(model):  # uniform variants only (random per-group widths: not yet)
+        variants = factory_variants(model, size, multipliers, meta["multiple"], work, progress)
+    else:
+        spec = resolve_spec(model) if model else spec_from_record(meta["model"], f"lookup table {table_path}")
+        variants = spec_variants(spec, size, multipliers, random_count, meta["multiple"], seed, work, progress)
     if progress:
-        progress(Progress("time", "start", detail=f"timing {len(files)} models on {meta['device']}, interleaved"))
-    timed = _validation_timing(files, table, runs)
-    rows = [ValidationRow(name, group_widths(variant), table.estimate(variant, size).total_us, *timed[name])
-            for name, variant in variants if name in timed]
-    errors = sorted(abs(r.error) for r in rows)
+        progress(Progress("time", "start", detail=f"timing {len(variants)} models on {meta['device']}, interleaved"))
+    timing = time_variants(variants, table, max(10, runs // 9))
+    rows = validation_rows(variants, table, timing)
+    ratio_errors = sorted(abs(r.ratio_error) for r in rows if r.ratio_error is not None) or [0.0]
+    ms_errors = sorted(abs(r.ms_error) for r in rows)
+    correction = table.correction
     report = {
         **new_record("lut_validation"),
         "table": str(table_path), "device": meta["device"], "delegate": meta["delegate"], "input_size": list(size),
-        "statistic": table.statistic,
-        "rows": [{"name": r.name, "estimate_us": r.estimate_us, "measured_us": r.measured_us, "error": r.error,
-                  "measured_interval_us": [r.measured_low_us, r.measured_high_us],
-                  "error_interval": list(r.error_interval), "widths": r.widths} for r in rows],
-        "timing": "interleaved rotated turns of 10 invokes (1 untimed); per turn the table's statistic; "
-                  "median over turns with a 95 % order-statistic CI",
-        "max_abs_error": errors[-1], "median_abs_error": percentile(errors, 50),
+        "statistic": table.statistic, "reference": variants[0].name, "rounds": timing.rounds,
+        "rows": [r.to_dict() for r in rows],
+        "timing": "every variant side by side with the unpruned reference in one session: interleaved rotated turns "
+                  "of 10 invokes (1 untimed), per turn the table's statistic; median per-round ratio to the "
+                  "reference with a 95 % order-statistic CI; ms = ratio x the reference's median in this session",
+        "correction": {"factor": correction.factor, "per_op_us": correction.per_op_us},
+        "reference_us": timing.reference_us,
+        "session_drift": (timing.reference_us / correction.reference_us - 1) if correction.reference_us else None,
+        "max_abs_error": ratio_errors[-1], "median_abs_error": percentile(ratio_errors, 50),
+        "max_abs_ms_error": ms_errors[-1], "median_abs_ms_error": percentile(ms_errors, 50),
     }
     write_json_atomic(work / "validation.json", report)
     return report

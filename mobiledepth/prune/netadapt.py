@@ -30,6 +30,7 @@ from mobiledepth.errors import StageFailed, UserError
 from mobiledepth.io import sha256_file, write_json_atomic
 from mobiledepth.records import new_record, read_export_record, utc_timestamp
 from mobiledepth.progress import Progress, ProgressFn, silent
+from mobiledepth.prune.workers import check_compute
 
 PRUNE_RECORD = "prune.json"
 CHOICE_RULES = ("accuracy", "loss-per-ms")
@@ -54,7 +55,9 @@ class PruneSettings:
     long_term_steps: int = 500
     initial_reduction: float = 0.025
     decay: float = 0.96
-    workers: int = 1
+    workers: int | None = 1  # proposal worker processes (None: one per GPU on CUDA, else 1; see prune.workers)
+    train_device: str = "auto"  # where fine-tunes and held-out WHDR run: auto|cpu|cuda|cuda:N|mps (not --device)
+    precision: str = "auto"  # the fine-tunes' mixed precision: auto|fp32|bf16|fp16 (compute.device)
     multiple: int = 8
     min_width: int = 8
     batch_size: int = 4
@@ -116,57 +119,71 @@ def check_settings(s: PruneSettings) -> None:
         raise UserError(f"--decay must be in (0, 1] (got {s.decay}); the paper uses 0.96")
     if s.short_term_steps < 0 or s.long_term_steps < 0:
         raise UserError("--short-term-steps and --long-term-steps must be >= 0")
-    _check_workers(s.workers)
+    check_compute(s.train_device, s.precision, s.workers)  # the device is there, the workers fit it
     if s.multiple < 1 or s.min_width < 1:
         raise UserError("--multiple and --min-width must be at least 1")
     if s.choose not in CHOICE_RULES:
         raise UserError(f"--choose must be one of {', '.join(CHOICE_RULES)} (got {s.choose!r})")
 
 
-def _check_workers(workers: int) -> None:
-    if workers < 1:
+def _check_workers(workers: int | None) -> None:
+    if workers is not None and workers < 1:
         raise UserError(f"--workers must be at least 1 (got {workers})")
 
 
 def default_run_dir(settings: PruneSettings) -> Path:
     """runs/prune-<model or checkpoint name>-<target>ms (or -x<ratio>)."""
-    name = settings.model or Path(settings.checkpoint).stem
+    name = (settings.model or Path(settings.checkpoint).stem).replace(":", "-")  # module:factory -> module-factory
     target = f"{settings.target_ms:g}ms" if settings.target_ms is not None else f"x{settings.target_ratio:g}"
     return Path("runs") / f"prune-{name}-{target}"
 
 
 # ----------------------------------------------------------------------------- proposals
-def candidate_width(table, spec: dict, group, lut_target_us: float, multiple: int, min_width: int,
+def candidate_width(table, subject, group, lut_target_us: float, multiple: int, min_width: int,
                     input_size) -> tuple[int, float] | None:
-    """The widest allowed width (< current) whose estimate meets the target, with that estimate."""
-    from mobiledepth.prune.groups import set_group_widths, structure
+    """The widest allowed width (< current) whose estimate meets the target, with that estimate.
 
-    base = structure(spec)
+    Widths are tried from the top; for a subject whose every estimate traces a model (``bisect``: a
+    ``module:factory`` model) the range is halved instead, taking the estimate as non-increasing in the width."""
     top = (group.width - 1) // multiple * multiple
-    for width in range(top, max(min_width, multiple) - 1, -multiple):
-        trial = set_group_widths(spec, {group.name: width})
-        if structure(trial) != base:
-            continue
-        estimate = table.estimate(trial, input_size).total_us
-        if estimate <= lut_target_us:
-            return width, estimate
+    widths = [w for w in range(top, max(min_width, multiple) - 1, -multiple) if subject.allowed({group.name: w})]
+
+    def estimate(width: int) -> float:
+        return subject.estimate(table, {group.name: width}, input_size).total_us
+
+    if subject.bisect:
+        return widest_meeting(widths, estimate, lut_target_us)
+    for width in widths:
+        us = estimate(width)
+        if us <= lut_target_us:
+            return width, us
     return None
 
 
-def smallest_spec(spec: dict, multiple: int, min_width: int) -> dict:
-    """Every prunable group at its smallest allowed width (structure kept): the LUT's floor."""
-    from mobiledepth.prune.groups import channel_groups, set_group_widths, structure
+def widest_meeting(widths: list[int], estimate, target_us: float) -> tuple[int, float] | None:
+    """The first of ``widths`` (descending) whose ``estimate`` is <= ``target_us``, by halving the list."""
+    low, high, found = 0, len(widths) - 1, None
+    while low <= high:
+        middle = (low + high) // 2
+        us = estimate(widths[middle])
+        if us <= target_us:
+            found, high = (widths[middle], us), middle - 1
+        else:
+            low = middle + 1
+    return found
 
-    base = structure(spec)
-    widths = {}
-    for group in channel_groups(spec):
+
+def smallest_widths(subject, multiple: int, min_width: int) -> dict[str, int]:
+    """Every prunable group at its smallest allowed width (structure kept): the LUT's floor."""
+    widths: dict[str, int] = {}
+    for group in subject.groups():
         if not group.prunable:
             continue
         for width in range(max(min_width, multiple), group.width + 1, multiple):
-            if structure(set_group_widths(spec, {**widths, group.name: width})) == base:
+            if subject.allowed({**widths, group.name: width}):
                 widths[group.name] = width
                 break
-    return set_group_widths(spec, widths)
+    return widths
 
 
 def choose_proposal(proposals: list[dict], rule: str, whdr_before: float, estimated_before_ms: float) -> dict:
@@ -185,14 +202,34 @@ def choose_proposal(proposals: list[dict], rule: str, whdr_before: float, estima
     return min(proposals, key=lambda p: (loss_per_ms(p), p["whdr"], p["estimated_ms"]))
 
 
+def factory_ref(settings: PruneSettings) -> str | None:
+    """The ``module:factory`` being pruned (given on the command line), or None for a spec model."""
+    from mobiledepth.arch.resolve import is_factory_ref
+
+    return settings.model if is_factory_ref(settings.model) else None
+
+
+def open_checkpoint(checkpoint, settings: PruneSettings):
+    """A checkpoint of the run as a subject (:mod:`mobiledepth.prune.subject`): its stored spec, or the factory."""
+    from mobiledepth.prune.subject import open_subject
+
+    return open_subject(factory_ref(settings), checkpoint)
+
+
+def _model_keys(settings: PruneSettings, checkpoint: str) -> dict:
+    """The trainer's config keys for ``checkpoint``: a factory model is named again, with the weights to start from."""
+    factory = factory_ref(settings)
+    return {"model": factory, "init_checkpoint": str(checkpoint)} if factory else {"model": str(checkpoint)}
+
+
 def _train_config(settings: PruneSettings, checkpoint: str, steps: int, seed: int) -> dict:
     return {
-        "model": checkpoint, "seed": seed, "input_size": list(settings.fine_tune_size),
+        **_model_keys(settings, checkpoint), "seed": seed, "input_size": list(settings.fine_tune_size),
         "batch_size": settings.batch_size, "epochs": 100000, "max_steps": steps,
         "optimizer": {"name": "adam", "lr": settings.lr}, "scheduler": {"name": "none"},
         "data": {"train_split": settings.train_split, "val_split": None},
         "loss": {"intermediate": False}, "checkpoint": {"every_steps": 0}, "log_every": 50,
-        "threads": settings.threads,
+        "threads": settings.threads, "device": settings.train_device, "precision": settings.precision,
     }
 
 
@@ -210,15 +247,17 @@ def fine_tune(checkpoint: str, data: str, out_dir: Path, steps: int, settings: P
 
 def held_out_whdr(checkpoint: str | Path, settings: PruneSettings) -> float:
     """WHDR of a checkpoint on the held-out split at the fine-tune resolution."""
-    from mobiledepth.arch import load_checkpoint
+    from mobiledepth.arch.resolve import deploy_module
     from mobiledepth.data.diw import load_dataset
-    from mobiledepth.evaluate.evaluate import evaluate_module
+    from mobiledepth.evaluate.evaluate import torch_runtime
+    from mobiledepth.evaluate.whdr import evaluate_runtime
 
     data = load_dataset(settings.data, split=settings.val_split)
     if settings.val_limit:
         data.samples = data.samples[: int(settings.val_limit)]
-    model, _, _ = load_checkpoint(checkpoint, with_heads=False)
-    return evaluate_module(model.eval(), data, settings.fine_tune_size).value
+    model = deploy_module(open_checkpoint(checkpoint, settings).model)  # the depth map of any model's output
+    runtime = torch_runtime(model.eval(), settings.fine_tune_size, settings.train_device)
+    return evaluate_runtime(runtime, data, settings.fine_tune_size)[0].value
 
 
 def run_proposal(job: dict) -> dict:
@@ -227,16 +266,13 @@ def run_proposal(job: dict) -> dict:
     ``job`` is plain JSON: checkpoint, group, width, dir, steps and ``settings`` as prune.json stores them."""
     import torch
 
-    from mobiledepth.arch import load_checkpoint, save_checkpoint
-    from mobiledepth.prune.surgery import prune_model
-
     settings = PruneSettings.from_record(job["settings"])
+    if job.get("device"):  # a worker of its own GPU (CUDA_VISIBLE_DEVICES): see prune.workers.plan_workers
+        settings = replace(settings, train_device=job["device"])
     torch.set_num_threads(int(settings.threads))
     out = Path(job["dir"])
     out.mkdir(parents=True, exist_ok=True)
-    model, spec, _ = load_checkpoint(job["checkpoint"], with_heads=False)
-    pruned, new_spec = prune_model(model, spec, {job["group"]: job["width"]})
-    cut = save_checkpoint(out / "pruned.pt", pruned, new_spec)
+    cut = open_checkpoint(job["checkpoint"], settings).save_cut(job["group"], job["width"], out / "pruned.pt")
     began = time.perf_counter()
     tuned = fine_tune(str(cut), settings.data, out / "finetune", job["steps"], settings, settings.seed)
     train_s = time.perf_counter() - began
@@ -249,13 +285,11 @@ def _now() -> str:
     return utc_timestamp()
 
 
-def _export(spec: dict, checkpoint: str | Path, settings: PruneSettings, out_dir: Path) -> tuple[Path, Path]:
-    """A fresh fp32 TFLite export of ``spec`` in ``out_dir``: (tflite, run_dir)."""
-    from mobiledepth.prune.lut import export_spec
-
+def _export(subject, checkpoint: str | Path, settings: PruneSettings, out_dir: Path) -> tuple[Path, Path]:
+    """A fresh fp32 TFLite export of the subject's model with ``checkpoint``'s weights in ``out_dir``: (tflite, run_dir)."""
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    return export_spec(spec, settings.input_size, out_dir, checkpoint)
+    return subject.export(checkpoint, settings.input_size, out_dir)
 
 
 def _measure_reference(tflite: Path, settings: PruneSettings) -> float:
@@ -283,12 +317,12 @@ def session_target_ratio(settings: PruneSettings, reference_ms: float) -> float:
     return settings.target_ratio if settings.target_ratio is not None else settings.target_ms / reference_ms
 
 
-def _measure(spec: dict, checkpoint: str | Path, settings: PruneSettings, out_dir: Path, reference: Path) -> dict:
-    """Export ``spec`` and time it interleaved with the unpruned ``reference`` until it is clear whether
+def _measure(subject, checkpoint: str | Path, settings: PruneSettings, out_dir: Path, reference: Path) -> dict:
+    """Export the subject and time it interleaved with the unpruned ``reference`` until it is clear whether
     the upper confidence bound of its latency ratio is under the target (``measured`` in prune.json)."""
     from mobiledepth.prune.lut import time_against
 
-    tflite, run_dir = _export(spec, checkpoint, settings, out_dir)
+    tflite, run_dir = _export(subject, checkpoint, settings, out_dir)
 
     def clear(timing) -> bool:
         r, target = timing.ratios["model"], session_target_ratio(settings, timing.reference_us / 1000.0)
@@ -375,15 +409,16 @@ class Run:
 
 
 # ----------------------------------------------------------------------------- start
-def _table_for(settings: PruneSettings, spec: dict, notify: ProgressFn):
+def _table_for(settings: PruneSettings, subject, notify: ProgressFn):
     """The lookup table named by the settings, or one built now for the model, size, device and delegate."""
     from mobiledepth.prune.lut import build_lut, load_table
 
     if settings.lut is not None:
         return load_table(settings.lut)
-    notify(Progress("prune", "lut", info={"model": spec.get("name"), "device": settings.device,
+    notify(Progress("prune", "lut", info={"model": subject.name, "device": settings.device,
                                           "delegate": settings.delegate}))
-    built = build_lut(spec, tuple(settings.input_size) if settings.input_size else None, settings.device,
+    model = subject.spec if subject.kind == "spec" else subject.factory
+    built = build_lut(model, tuple(settings.input_size) if settings.input_size else None, settings.device,
                       settings.delegate, settings.threads)
     return built.table
 
@@ -403,10 +438,10 @@ def _resolved(settings: PruneSettings, table) -> PruneSettings:
                    train_input_size=list(settings.train_input_size or size), statistic=table.statistic)
 
 
-def _check_reachable(settings: PruneSettings, table, spec: dict) -> tuple[float, float]:
+def _check_reachable(settings: PruneSettings, table, subject) -> tuple[float, float]:
     """(the model's estimate, the floor's estimate) in ms; a UserError when the floor misses the target."""
-    estimate0 = table.estimate(spec).total_ms
-    floor = table.estimate(smallest_spec(spec, settings.multiple, settings.min_width)).total_ms
+    estimate0 = subject.estimate(table).total_ms
+    floor = subject.estimate(table, smallest_widths(subject, settings.multiple, settings.min_width)).total_ms
     if settings.target_ratio is not None and floor > settings.target_ratio * estimate0:
         raise UserError(f"target ratio {settings.target_ratio:g} is not reachable on {settings.device}/"
                         f"{settings.delegate}: the smallest allowed widths (>= {max(settings.min_width, settings.multiple)}) "
@@ -427,20 +462,18 @@ def _record_target_ms(settings: PruneSettings, first: dict, estimate0: float) ->
     return settings.target_ratio * (first["measured_ms"] or estimate0)
 
 
-def _first_iteration(run_dir: Path, model, spec: dict, settings: PruneSettings, notify: ProgressFn) -> dict:
+def _first_iteration(run_dir: Path, subject, settings: PruneSettings, notify: ProgressFn) -> dict:
     """iter_000: the starting checkpoint, its measured latency and WHDR; nothing left behind on failure."""
-    from mobiledepth.arch import save_checkpoint
-
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     start_dir = run_dir / "iter_000"
     try:
         start_dir.mkdir(exist_ok=True)
-        start_ckpt = save_checkpoint(start_dir / "model.pt", model, spec)
+        start_ckpt = subject.save(start_dir / "model.pt")
         measured0 = reference = None
         if settings.measure:  # the unpruned model is the reference every later measurement is timed against
             notify(Progress("prune", "measure", info={"iteration": 0}))
-            tflite, _ = _export(spec, start_ckpt, settings, start_dir / "export")
+            tflite, _ = _export(subject, start_ckpt, settings, start_dir / "export")
             measured0, reference = _measure_reference(tflite, settings), str(tflite.relative_to(run_dir))
         whdr0 = held_out_whdr(start_ckpt, settings)
     except BaseException:
@@ -453,24 +486,26 @@ def _first_iteration(run_dir: Path, model, spec: dict, settings: PruneSettings, 
 
 def start(settings: PruneSettings, out: str | os.PathLike | None = None, notify: ProgressFn = silent) -> Run:
     """Check everything, measure and score the starting model (iteration 0), write prune.json."""
-    from mobiledepth.arch import load_checkpoint, resolve_spec, spec_hash
-    from mobiledepth.prune.groups import check_prunable_spec, group_widths
+    from mobiledepth.prune.groups import check_prunable_spec
+    from mobiledepth.prune.subject import open_subject
 
     check_settings(settings)
     run_dir = Path(out) if out is not None else default_run_dir(settings)
     if (run_dir / PRUNE_RECORD).exists():
         raise UserError(f"{run_dir} already holds a prune run; pass --resume {run_dir} or choose another --out")
-    model, spec, _ = load_checkpoint(settings.checkpoint, spec=resolve_spec(settings.model) if settings.model else None,
-                                     with_heads=False)
-    check_prunable_spec(spec)
-    table = _table_for(settings, spec, notify)
+    subject = open_subject(settings.model, settings.checkpoint)
+    if subject.kind == "spec":
+        check_prunable_spec(subject.spec)
+    else:
+        subject.graph()  # a model with nothing to prune stops here, in one line
+    table = _table_for(settings, subject, notify)
     settings = _resolved(settings, table)
-    estimate0, floor = _check_reachable(settings, table, spec)
-    first = _first_iteration(run_dir, model, spec, settings, notify)
+    estimate0, floor = _check_reachable(settings, table, subject)
+    first = _first_iteration(run_dir, subject, settings, notify)
     record = new_record(
         "prune", status="running",
-        model={"name": spec.get("name"), "checkpoint": str(settings.checkpoint),
-               "checkpoint_sha256": sha256_file(settings.checkpoint), "spec_hash": spec_hash(spec)},
+        model={**subject.identity(), "checkpoint": str(settings.checkpoint),
+               "checkpoint_sha256": sha256_file(settings.checkpoint)},
         device=settings.device, delegate=settings.delegate, target_ms=_record_target_ms(settings, first, estimate0),
         target={"ms": settings.target_ms, "ratio": settings.target_ratio,
                 "reference": first["reference_tflite"], "reference_ms": first["measured_ms"] or estimate0,
@@ -479,7 +514,7 @@ def start(settings: PruneSettings, out: str | os.PathLike | None = None, notify:
                             "converted through the reference's latency measured in that session"},
         input_size=settings.input_size, lut={"path": settings.lut, "runtime": table.meta.get("runtime")},
         settings=settings.to_record(), floor_ms=floor,
-        iterations=[{**first, "estimated_ms": estimate0, "widths": group_widths(spec), "finished_at": _now()}],
+        iterations=[{**first, "estimated_ms": estimate0, "widths": subject.widths(), "finished_at": _now()}],
     )
     run = Run(run_dir, settings, record, table)
     run.save()
@@ -489,19 +524,28 @@ def start(settings: PruneSettings, out: str | os.PathLike | None = None, notify:
 
 # ----------------------------------------------------------------------------- resume
 def apply_resume_overrides(settings: PruneSettings, run_dir: str | os.PathLike, workers: int | None = None,
-                           choose: str | None = None) -> PruneSettings:
-    """A resume may change ``workers`` only; a different ``choose`` would mix two rules in one run."""
+                           choose: str | None = None, train_device: str | None = None,
+                           precision: str | None = None) -> PruneSettings:
+    """A resume may change ``workers`` and where it computes (``train_device``, ``precision``; kept when not
+    given, and checked again on this machine); a different ``choose`` would mix two rules in one run."""
     if choose is not None and choose != settings.choose:
         raise UserError(f"{run_dir} chooses proposals by {settings.choose}; resume it without --choose "
                         f"(or start a new run with --choose {choose})")
-    if workers is None:
-        return settings
-    _check_workers(workers)
-    return replace(settings, workers=workers)
+    if workers is not None:
+        _check_workers(workers)
+        settings = replace(settings, workers=workers)
+    settings = replace(settings, train_device=train_device or settings.train_device,
+                       precision=precision or settings.precision)
+    check_compute(settings.train_device, settings.precision, settings.workers)
+    return settings
 
 
-def reopen(run_dir: str | os.PathLike, workers: int | None = None, choose: str | None = None) -> Run:
-    """The run saved in ``run_dir``, ready to iterate (``workers`` may change, ``choose`` may not)."""
+def reopen(run_dir: str | os.PathLike, workers: int | None = None, choose: str | None = None,
+           train_device: str | None = None, precision: str | None = None, model: str | None = None) -> Run:
+    """The run saved in ``run_dir``, ready to iterate (``workers`` and the device may change, ``choose`` may not).
+
+    A run of a ``module:factory`` model needs ``model``, the same reference given again: prune.json is a file,
+    and a file never names code to run."""
     from mobiledepth.prune.lut import load_table
 
     run_dir = Path(run_dir)
@@ -510,7 +554,11 @@ def reopen(run_dir: str | os.PathLike, workers: int | None = None, choose: str |
     except (OSError, ValueError):
         raise UserError(f"{run_dir} holds no readable {PRUNE_RECORD}; "
                         "pass the run directory of a 'mobiledepth prune' run") from None
-    settings = apply_resume_overrides(PruneSettings.from_record(record["settings"]), run_dir, workers, choose)
+    settings = apply_resume_overrides(PruneSettings.from_record(record["settings"]), run_dir, workers, choose,
+                                      train_device, precision)
+    if factory_ref(settings) and model != settings.model:
+        raise UserError(f"{run_dir} prunes the factory {settings.model}, which a file may not run; "
+                        f"pass --resume {run_dir} --model {settings.model} to confirm it")
     return Run(run_dir, settings, record, load_table(settings.lut))
 
 
@@ -531,21 +579,19 @@ def _check_can_continue(run: Run, i: int) -> None:
                           f"raise the target, lower --min-width, or rebuild the table (run {run.run_dir} stays resumable)")
 
 
-def _candidates(run: Run, spec: dict, lut_target_us: float) -> list[tuple[str, int, float]]:
+def _candidates(run: Run, subject, lut_target_us: float) -> list[tuple[str, int, float]]:
     """(group, width, estimate in µs) for every prunable group that can meet the LUT target."""
-    from mobiledepth.prune.groups import channel_groups
-
     s = run.settings
     found = []
-    for group in channel_groups(spec):
+    for group in subject.groups():
         if group.prunable:
-            hit = candidate_width(run.table, spec, group, lut_target_us, s.multiple, s.min_width, s.input_size)
+            hit = candidate_width(run.table, subject, group, lut_target_us, s.multiple, s.min_width, s.input_size)
             if hit is not None:
                 found.append((group.name, *hit))
     return found
 
 
-def plan_cuts(run: Run, spec: dict, i: int) -> tuple[float, list[tuple[str, int, float]]]:
+def plan_cuts(run: Run, subject, i: int) -> tuple[float, list[tuple[str, int, float]]]:
     """Iteration ``i``'s LUT target (µs) and the cuts that meet it.
 
     The scheduled step is ``initial_reduction * R0 * decay**(i-1)``; when no single group can make
@@ -556,11 +602,11 @@ def plan_cuts(run: Run, spec: dict, i: int) -> tuple[float, list[tuple[str, int,
     lut_target_us = (target_i - run.correction()) * run.first["estimated_ms"] * 1000.0
     current_us = run.last["estimated_ms"] * 1000.0
     for _ in range(HALVINGS):
-        cuts = _candidates(run, spec, lut_target_us)
+        cuts = _candidates(run, subject, lut_target_us)
         if cuts:
             return lut_target_us, cuts
         lut_target_us = current_us - (current_us - lut_target_us) / 2
-    return lut_target_us, _candidates(run, spec, lut_target_us)
+    return lut_target_us, _candidates(run, subject, lut_target_us)
 
 
 def _proposal_jobs(run: Run, i: int, cuts: list[tuple[str, int, float]]) -> list[dict]:
@@ -584,7 +630,8 @@ def _run_proposals(run: Run, i: int, jobs: list[dict], notify: ProgressFn) -> li
         notify(Progress("prune", "proposal", info={"iteration": i, "group": job["group"], "width": job["width"],
                                                    **res}))
 
-    results = run_jobs(run_proposal, jobs, run.settings.workers, run.settings.proposal_timeout_s, on_done=done)
+    slots = check_compute(run.settings.train_device, run.settings.precision, run.settings.workers)
+    results = run_jobs(run_proposal, jobs, slots, run.settings.proposal_timeout_s, on_done=done)
     proposals = [{"group": job["group"], "width": job["width"], "estimated_ms": job["estimated_ms"],
                   "ok": bool(res.get("ok")), "whdr": res.get("whdr"), "error": res.get("error"),
                   "checkpoint": res.get("checkpoint")} for job, res in zip(jobs, results)]
@@ -596,23 +643,20 @@ def _run_proposals(run: Run, i: int, jobs: list[dict], notify: ProgressFn) -> li
 
 def _adopt(run: Run, i: int, target_i: float, proposals: list[dict], notify: ProgressFn) -> dict:
     """The winning proposal as iteration ``i``: its checkpoint in iter_NNN/, measured when it may meet the target."""
-    from mobiledepth.arch import load_checkpoint
-    from mobiledepth.prune.groups import group_widths
-
     s = run.settings
     best = choose_proposal([p for p in proposals if p["ok"]], s.choose, run.last["whdr"], run.last["estimated_ms"])
     chosen_ckpt = run.run_dir / f"iter_{i:03d}" / "model.pt"
     shutil.copyfile(best["checkpoint"], chosen_ckpt)
-    _, new_spec, _ = load_checkpoint(chosen_ckpt, with_heads=False)
+    chosen = open_checkpoint(chosen_ckpt, s)
     entry = {"iteration": i, "target_ms": target_i * run.reference_ms(), "target_ratio": target_i,
              "estimated_ms": best["estimated_ms"], "measured_ms": None,
-             "whdr": best["whdr"], "widths": group_widths(new_spec),
+             "whdr": best["whdr"], "widths": chosen.widths(),
              "chosen": {"group": best["group"], "width": best["width"]},
              "checkpoint": str(chosen_ckpt.relative_to(run.run_dir)), "checkpoint_sha256": sha256_file(chosen_ckpt),
              "proposals": [{k: v for k, v in p.items() if k != "checkpoint"} for p in proposals]}
     if s.measure and run.estimated_ratio(best["estimated_ms"]) + run.correction() <= run.target_ratio():
         notify(Progress("prune", "measure", info={"iteration": i}))
-        m = _measure(new_spec, chosen_ckpt, s, chosen_ckpt.parent / "export", run.reference())
+        m = _measure(chosen, chosen_ckpt, s, chosen_ckpt.parent / "export", run.reference())
         entry.update(measured_ms=m["measured_ms"], measured=m["measured"])
     entry["finished_at"] = _now()
     return entry
@@ -627,12 +671,10 @@ def _drop_proposal_weights(jobs: list[dict]) -> None:
 
 def step(run: Run, notify: ProgressFn = silent) -> dict:
     """One NetAdapt iteration: plan the cuts, run the proposals, adopt the winner, save prune.json."""
-    from mobiledepth.arch import load_checkpoint
-
     i = run.last["iteration"] + 1
     _check_can_continue(run, i)
-    _, spec, _ = load_checkpoint(run.run_dir / run.last["checkpoint"], with_heads=False)
-    lut_target_us, cuts = plan_cuts(run, spec, i)
+    subject = open_checkpoint(run.run_dir / run.last["checkpoint"], run.settings)
+    lut_target_us, cuts = plan_cuts(run, subject, i)
     target_i = lut_target_us / 1000.0 / run.first["estimated_ms"] + run.correction()
     if not cuts:
         now, target = run.latency_ratio(run.last), run.target_ratio()
@@ -659,8 +701,6 @@ def iterate(run: Run, notify: ProgressFn = silent) -> None:
 # ----------------------------------------------------------------------------- finish
 def _final_model(run: Run, notify: ProgressFn) -> dict:
     """Long-term fine-tune of the last iteration, its WHDR; exported, benchmarked and evaluated when measuring."""
-    from mobiledepth.arch import load_checkpoint
-
     s, run_dir, last = run.settings, run.run_dir, run.last
     final_dir = run_dir / "final"
     notify(Progress("prune", "long_term", info={"steps": s.long_term_steps}))
@@ -677,8 +717,7 @@ def _final_model(run: Run, notify: ProgressFn) -> dict:
              "long_term_steps": s.long_term_steps}
     if s.measure:
         notify(Progress("prune", "measure", info={"iteration": "final"}))
-        _, spec, _ = load_checkpoint(final_ckpt, with_heads=False)
-        m = _measure(spec, final_ckpt, s, final_dir / "export", run.reference())
+        m = _measure(open_checkpoint(final_ckpt, s), final_ckpt, s, final_dir / "export", run.reference())
         final.update(measured_ms=m["measured_ms"], measured=m["measured"],
                      export_dir=str(Path(m["run_dir"]).relative_to(run_dir)))
         if not m["measured"]["met"]:
@@ -770,12 +809,14 @@ def prune(settings: PruneSettings, out: str | os.PathLike | None = None,
 
 
 def resume(run_dir: str | os.PathLike, workers: int | None = None, choose: str | None = None,
-           store: str | os.PathLike | None | bool = False, progress: ProgressFn | None = None) -> PruneResult:
-    """Continue the run saved in ``run_dir`` where it stopped (``workers`` may change; ``choose`` must not)."""
+           store: str | os.PathLike | None | bool = False, progress: ProgressFn | None = None,
+           train_device: str | None = None, precision: str | None = None, model: str | None = None) -> PruneResult:
+    """Continue the run saved in ``run_dir`` where it stopped (``workers`` and the device may change; ``choose``
+    must not; ``model``: a factory run's ``module:factory``, given again)."""
     from mobiledepth.store import check_store_choice
 
     check_store_choice(store)
     notify = progress or silent
-    run = reopen(run_dir, workers, choose)
+    run = reopen(run_dir, workers, choose, train_device, precision, model)
     iterate(run, notify)
     return finish(run, store, notify)

@@ -1,12 +1,13 @@
-"""Channel surgery: shrink a model's weights to narrower widths, keeping the largest-L2 filters.
+"""Channel surgery on a spec model: shrink it to narrower group widths, keeping the largest-L2 filters.
 
 For each channel group being cut, every output channel gets an importance: the sum, over the
 group's producing convolutions (the 1x1/KxK convs writing those channels — several for an
-encoder stage tied by residual adds), of the L2 norm of that channel's filter. The ``width``
-most important channels are kept, in their original order, and every tensor laid out along
-that group (depthwise convs, BatchNorms, the next layers' inputs, decoder concat inputs,
-training heads) is sliced the same way (see :func:`mobiledepth.prune.groups.tensor_layout`).
-"""
+encoder stage tied by residual adds), of the L2 norm of that channel's filter (SPEC §6, the
+paper's rule). The ``width`` most important channels are kept, in their original order. The
+cut itself is Torch-Pruning's (:mod:`mobiledepth.arch.graph`: depthwise convs, BatchNorms, the
+next layers' inputs, decoder concat inputs and training heads follow through the dependency
+graph); the cut weights are then loaded strictly into the model built from the narrower spec,
+so every cut also checks that the spec and the graph agree."""
 
 from __future__ import annotations
 
@@ -40,27 +41,28 @@ def keep_indices(importance: torch.Tensor, width: int) -> torch.Tensor:
     return torch.tensor(sorted(order[:width]), dtype=torch.long)
 
 
-def slice_state_dict(state_dict: dict, spec: dict, keep: dict[str, torch.Tensor]) -> dict:
-    """Slice every tensor along the width variables in ``keep`` (variable -> kept indices)."""
-    out = {}
-    layout = tensor_layout(spec)
-    for key, tensor in state_dict.items():
-        info = layout.get(key)
-        if info is None:
-            out[key] = tensor.clone()
-            continue
-        for axis, segments in info["axes"].items():
-            pieces, offset = [], 0
-            for var, size in segments:
-                chosen = keep.get(var) if var is not None else None
-                pieces.append(offset + (chosen if chosen is not None else torch.arange(size)))
-                offset += size
-            if offset != tensor.shape[axis]:
-                raise UserError(f"weights do not fit the spec: {key} axis {axis} has {tensor.shape[axis]} channels, "
-                                f"spec says {offset}; pass the spec the checkpoint was trained with")
-            tensor = tensor.index_select(axis, torch.cat(pieces))
-        out[key] = tensor.clone()
-    return out
+def graph_group_name(spec: dict, variables: list[str], module_order: dict[str, int]) -> str:
+    """The dependency-graph group (:mod:`mobiledepth.prune.graph`) of a spec group: the one named by the first
+    convolution, in module order, that produces the group's channels."""
+    producers = [key.rsplit(".", 1)[0] for key, info in tensor_layout(spec).items()
+                 if info["producer"] and any(var in variables for var, _ in info["axes"][0])]
+    return min(producers, key=module_order.__getitem__)
+
+
+def _cut_with_graph(model, spec: dict, keep: dict[str, torch.Tensor], groups: dict) -> dict:
+    """The state dict of a copy of ``model`` cut by Torch-Pruning's dependency graph, keeping ``keep``
+    (spec group -> kept channel indices)."""
+    import copy
+
+    from mobiledepth.arch.graph import cut_to_widths
+
+    if not keep:
+        return model.state_dict()
+    work = copy.deepcopy(model)
+    order = {name: i for i, (name, _) in enumerate(work.named_modules())}
+    by_graph = {graph_group_name(spec, groups[name].variables, order): kept.tolist() for name, kept in keep.items()}
+    cut_to_widths(work, {name: len(kept) for name, kept in by_graph.items()}, keep=by_graph)
+    return work.state_dict()
 
 
 def prune_model(model, spec: dict, widths: dict[str, int], check_structure: bool = True):
@@ -83,14 +85,12 @@ def prune_model(model, spec: dict, widths: dict[str, int], check_structure: bool
             continue
         if not group.prunable:
             raise UserError(f"group {name} feeds a grouped convolution and cannot be cut")
-        chosen = keep_indices(channel_importance(state, spec, group.variables), width)
-        for var in group.variables:
-            keep[var] = chosen
+        keep[name] = keep_indices(channel_importance(state, spec, group.variables), width)
     new_spec = set_group_widths(spec, widths)
     if check_structure and structure(new_spec) != structure(spec):
         raise UserError("these widths would add or remove a residual add / expand conv (two tied widths became "
                         "equal); choose another width")
     new_model = build_model(new_spec, with_heads=len(getattr(model, "heads", [])) > 0)
-    load_state_dict_strict(new_model, slice_state_dict(state, spec, keep), "pruned weights")
+    load_state_dict_strict(new_model, _cut_with_graph(model, spec, keep, groups), "pruned weights")
     new_model.train(model.training)
     return new_model, new_model.spec

@@ -20,6 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "model": "mdepth-mnv2-fbnet",  # zoo name, spec YAML, checkpoint, or your own module:factory (docs/train.md)
     "init_checkpoint": None,  # weights to start from, for the model named by 'model' (e.g. a factory's checkpoint)
     "teacher": None,  # zoo name, spec YAML, checkpoint or module:factory; enables the distillation terms
+    "teacher_checkpoint": None,  # the teacher's weights, for the 'teacher' named (e.g. a checkpoint of your factory's model)
     "seed": 0,
     "input_size": [224, 448],
     "batch_size": 4,
@@ -133,6 +134,8 @@ def loss_terms(cfg: dict) -> list[str]:
     """The active loss terms, in the order they are logged."""
     loss = cfg["loss"]
     terms = []
+    if cfg["teacher_checkpoint"] and not cfg["teacher"]:
+        raise UserError("--teacher-checkpoint needs --teacher naming the model it holds weights for")
     if cfg["teacher"] and loss["pairwise"]:
         terms.append("pairwise")
     if cfg["teacher"] and loss["rmse"]:

@@ -73,8 +73,8 @@ def forward_with_tap(model: torch.nn.Module, x: torch.Tensor, tap: str = "featur
 class Teacher:
     """A frozen teacher in eval mode: ``teacher(x) -> (depth, features)`` without gradients."""
 
-    def __init__(self, ref: str, tap: str = "features") -> None:
-        self.model, self.source = load_model_ref(ref, option="--teacher")
+    def __init__(self, ref: str, tap: str = "features", checkpoint: str | None = None) -> None:
+        self.model, self.source = load_model_ref(ref, checkpoint=checkpoint, option="--teacher")
         self.spec = self.source.spec
         self.model.eval()
         for param in self.model.parameters():

@@ -96,6 +96,39 @@ def quantizer():
     return chosen
 
 
+def untie_conv_weights(captured) -> int:
+    """Give every convolution its own weight attribute; returns how many were untied.
+
+    The phase-split rewrite runs one projection conv (and its BatchNorm) on four phases, so the captured graph
+    has four conv nodes reading one weight. torchao's ``_fuse_conv_bn_`` tracks folded weights by graph node,
+    not by attribute, and folds the BatchNorm into that shared weight four times (measured on the paper's
+    model: 0.34 of the output range off, ordinal agreement 0.83 before any quantisation). A copy per
+    conv keeps the fold exact; each copy is then quantised (and fine-tuned) on its own."""
+    seen: set[str] = set()
+    untied = 0
+    for node in list(captured.graph.nodes):
+        if node.op != "call_function" or node.target not in (torch.ops.aten.conv2d.default,):
+            continue
+        weight = node.args[1]
+        if getattr(weight, "op", None) != "get_attr":
+            continue
+        if weight.target not in seen:
+            seen.add(weight.target)
+            continue
+        name = f"{weight.target.replace('.', '_')}_untied_{untied}"
+        source = captured.get_parameter(weight.target) if weight.target in dict(captured.named_parameters()) \
+            else captured.get_buffer(weight.target)
+        captured.register_parameter(name, torch.nn.Parameter(source.detach().clone(), source.requires_grad))
+        with captured.graph.inserting_before(node):
+            copy_node = captured.graph.get_attr(name)
+        copy_node.meta = dict(weight.meta)
+        node.replace_input_with(weight, copy_node)
+        untied += 1
+    if untied:
+        captured.recompile()
+    return untied
+
+
 def prepare_graph(model: torch.nn.Module, input_size: tuple[int, int], rewrite: Callable | None = None):
     """The deployed graph with fake quantisation (training mode): export, fold BN, ``prepare_qat_pt2e``."""
     import copy
@@ -110,6 +143,7 @@ def prepare_graph(model: torch.nn.Module, input_size: tuple[int, int], rewrite: 
     sample = torch.rand(2, 3, *input_size)
     batch = torch.export.Dim("batch", max=4096)
     captured = torch.export.export(graph.eval(), (sample,), dynamic_shapes=({0: batch},), strict=False).module()
+    untie_conv_weights(captured)
     _fuse_conv_bn_(captured)
     prepared = prepare_qat_pt2e(captured, quantizer())
     move_exported_model_to_train(prepared)

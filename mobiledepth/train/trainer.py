@@ -352,8 +352,9 @@ def prepare(
     model, source = load_model_ref(cfg["model"], with_heads=bool(cfg["loss"]["intermediate"]),
                                    checkpoint=cfg["init_checkpoint"] if resume is None else None)
     check_tap(model, cfg["loss"]["student_tap"], "student")
-    teacher = Teacher(cfg["teacher"], cfg["loss"]["teacher_tap"]) if cfg["teacher"] else None
-    notes = fit_losses_to_models(cfg, source, teacher)
+    teacher = Teacher(cfg["teacher"], cfg["loss"]["teacher_tap"], cfg["teacher_checkpoint"]) if cfg["teacher"] else None
+    notes = size_from_factory(cfg, source, _size_given(config, resume, overrides))
+    notes += fit_losses_to_models(cfg, source, teacher)
     if not cfg["rebalance"]["enabled"]:
         fixed_weights(cfg)  # a missing loss weight is found now, not at the first step
     resume_meta = read_resume_point(run_dir / "checkpoints" / "last.pt", model) if resume is not None else None
@@ -361,6 +362,27 @@ def prepare(
     world = dist_.join(world, device.device)  # last: every check above fails alone, before any collective
     return TrainSetup(cfg, run_dir, data, resume is not None, train_data, val_data, model, source.spec, teacher,
                       resume_meta, device, world, source=source, notes=notes)
+
+
+def _size_given(config, resume, overrides: dict) -> bool:
+    """Whether the user chose the training size (a flag, the config file, or the resumed run's config)."""
+    if resume is not None or overrides.get("input_size") is not None:
+        return True
+    named = load_yaml(config) if isinstance(config, (str, os.PathLike)) else (config or {})
+    return "input_size" in named
+
+
+def size_from_factory(cfg: dict, source, size_given: bool) -> list[str]:
+    """A factory model trains at its own size (trained, else declared ``input_size``) unless the user chose one:
+    the paper's 224x448 is the zoo models' recipe, not every model's. Returns a note when the size changes."""
+    from mobiledepth.train.config import check_config
+
+    own = source.trained_size or source.declared_size
+    if size_given or source.kind != "factory" or not own or list(own) == list(cfg["input_size"]):
+        return []
+    cfg["input_size"] = [int(v) for v in own]
+    check_config(cfg)
+    return [f"training at {own[0]}x{own[1]}, the size {source.name} declares; pass --input-size to choose another"]
 
 
 def fit_losses_to_models(cfg: dict, student, teacher: Teacher | None) -> list[str]:
@@ -467,7 +489,7 @@ class _Loop:
             local = int(__import__("os").environ.get("LOCAL_WORLD_SIZE", "1"))
             workers = default_workers(self.device.accelerator, local)
         self.dataset = DiwDataset(self.setup.train_data, tuple(cfg["input_size"]), draft=True,
-                                  cache=bool(data_cfg["cache_images"]) and int(workers) == 0)
+                                  cache=bool(data_cfg["cache_images"]) and int(workers) == 0, uint8=True)
         self.batches = EpochBatches(len(self.dataset), self.batch_size, int(cfg["seed"]), self.world, self.accumulate)
         self.loader = make_loader(self.dataset, self.batches,
                                   LoaderSettings(int(workers), int(data_cfg["prefetch"]), self.device.pin_memory))

@@ -189,7 +189,8 @@ def test_every_shared_fixture(path):
 
 
 def test_every_own_output_has_expectations():
-    assert sorted(p.name for p in OUTPUTS.glob("*.txt")) == sorted(OWN_EXPECTED)
+    benchmark_outputs = [p.name for p in OUTPUTS.glob("*.txt") if not p.name.startswith("thermalservice_")]
+    assert sorted(benchmark_outputs) == sorted(OWN_EXPECTED)  # dumpsys thermalservice: tests/android_bench/test_thermal.py
 
 
 @pytest.mark.parametrize("name, expected", sorted({**SHARED_EXPECTED, **OWN_EXPECTED}.items()))

@@ -97,6 +97,6 @@ def test_new_result_has_every_contract_key():
     assert set(result["stats"]) == {"count", "min", "max", "mean", "std", "median", "p90", "p5", "p95"}
     assert set(result["delegation"]) == {"status", "delegated_nodes", "total_nodes", "kernels", "unsupported_ops",
                                          "delegates", "fully_accelerated", "not_loaded", "strict_check", "api_level",
-                                         "nnapi_deprecated", "aot_compiled"}
+                                         "nnapi_deprecated", "aot_compiled", "thermal"}
     with pytest.raises(KeyError):
         new_result(bogus=1)

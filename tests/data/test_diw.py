@@ -152,6 +152,20 @@ def test_dataset_and_collate_pad_pairs(diw_root):
     assert batch["rel"][0].tolist() == [1.0, 0.0] and batch["rel"][1, 0].item() == -1.0
 
 
+def test_uint8_items_become_the_same_floats_on_the_device(diw_root):
+    torch = pytest.importorskip("torch")
+    from mobiledepth.compute.device import device_settings, to_device
+    from mobiledepth.data.dataset import DiwDataset, collate
+
+    data = load_dataset(diw_root)
+    floats = collate([DiwDataset(data, (32, 64))[i] for i in range(2)])
+    raw = collate([DiwDataset(data, (32, 64), uint8=True)[i] for i in range(2)])
+    assert raw["image"].dtype == torch.uint8 and raw["image"].shape == (2, 3, 32, 64)
+    cpu = device_settings("cpu", "fp32", False, False, 0)
+    assert torch.equal(to_device(raw, cpu)["image"], floats["image"])  # bit for bit: a resumed run stays identical
+    assert torch.equal(to_device(floats, cpu)["image"], floats["image"])
+
+
 def test_depth_companion_round_trip(tmp_path):
     depth = np.array([[1.0, 2.5], [100.25, 0.0]], dtype=np.float32)
     image = tmp_path / "x.thumb"

@@ -16,14 +16,9 @@ TRAIN = ["train", *TINY, "--steps", "1", "--batch-size", "8", "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
-def good(tmp_path_factory):
+def good(synth_data):
     """A valid dataset: train 8 images x 4 pairs, test 8 images x 8 pairs, 64x64."""
-    from mobiledepth.data.synth import generate
-
-    root = tmp_path_factory.mktemp("good")
-    generate(root, 8, (64, 64), seed=21, split="train", pairs_per_image=4)
-    generate(root, 8, (64, 64), seed=21, split="test", pairs_per_image=8)
-    return root
+    return synth_data("good", 8, 8, seed=21, train_pairs=4, test_pairs=8)
 
 
 @pytest.fixture(scope="module")

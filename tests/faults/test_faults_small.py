@@ -161,3 +161,13 @@ def test_naming_a_broken_model_is_exit_2(tmp_path, models_folder, args, message)
     result = run_cli(*args, *extra, env={"MOBILEDEPTH_MODELS": str(models_folder)}, store=tmp_path / "s.sqlite")
     assert_user_error(result, message)
     assert tree(out) == {}
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["run"], "the following arguments are required: MODEL.tflite"),
+    (["frob"], "invalid choice: 'frob'"),
+    (["run", "m.tflite", "--threads", "many"], "argument --threads"),
+])
+def test_android_bench_usage_errors_are_one_line(args, fragment):
+    line = assert_user_error(run_cli(*args, program="android-bench"), fragment, "--help")
+    assert line.startswith("error: android-bench")

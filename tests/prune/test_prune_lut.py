@@ -69,6 +69,46 @@ def test_estimate_on_a_hand_made_table_off_grid():
     assert set(by_op) >= {"overhead", "conv", "dwconv", "concat", "phase_merge", "resize_bilinear", "add", "normalize"}
 
 
+def test_estimate_is_estimate_layers_of_the_plan():
+    spec = resolve_spec("mdepth-tiny")
+    data = hand_table(spec)
+    table = LatencyTable(meta={k: v for k, v in data.items() if k != "entries"}, entries=data["entries"])
+    assert table.estimate(spec).total_us == table.estimate_layers(network_layers(spec, (64, 64))).total_us
+
+
+def test_graph_correction_fit_by_hand():
+    from mobiledepth.errors import StageFailed
+    from mobiledepth.prune.lut import fit_correction
+
+    # measured = null + 1.4 x sum + 3 µs x layers, exactly
+    sums, counts = [1000.0, 600.0, 300.0], [50, 50, 50]
+    measured = [2.0 + 1.4 * s + 3.0 * n for s, n in zip(sums, counts)]
+    factor, per_op = fit_correction(sums, counts, measured, null_us=2.0)
+    assert factor == pytest.approx(1.4) and per_op == pytest.approx(3.0)
+    assert fit_correction([500.0], [40], [752.0], null_us=2.0) == pytest.approx((1.5, 0.0))  # one point: a factor
+    with pytest.raises(StageFailed, match="factor"):
+        fit_correction([1000.0, 300.0], [50, 50], [500.0, 900.0], null_us=2.0)  # wider measured faster
+
+
+def test_corrected_estimate_stays_monotone_and_adds_the_per_op_term():
+    spec = resolve_spec("mdepth-tiny")
+    data = hand_table(spec)
+    meta = {k: v for k, v in data.items() if k != "entries"}
+    plain = LatencyTable(meta=meta, entries=data["entries"])
+    fixed = LatencyTable(meta={**meta, "correction": {"factor": 1.3, "per_op_us": 2.5}}, entries=data["entries"])
+    layers = network_layers(spec, (64, 64))
+    raw = plain.estimate_layers(layers)
+    corrected = fixed.estimate_layers(layers)
+    assert corrected.total_us == pytest.approx(2.0 + 1.3 * (raw.total_us - 2.0) + 2.5 * len(layers))
+    assert corrected.graph_us == pytest.approx(2.5 * len(layers)) and fixed.estimate_layers(layers, corrected=False).total_us == raw.total_us
+    assert sum(corrected.by_op().values()) == pytest.approx(corrected.total_us)
+    narrow = set_group_widths(spec, {"enc.block5.hidden": 40, "dec.stage0.hidden": 40, "dec.stage0.out": 8})
+    assert fixed.estimate(narrow).total_us < fixed.estimate(spec).total_us
+    # a negative per-op term (a two-point fit on a busy machine) never takes the estimate below the plain sum
+    floor = LatencyTable(meta={**meta, "correction": {"factor": 1.1, "per_op_us": -1e6}}, entries=data["entries"])
+    assert floor.estimate_layers(layers).total_us == pytest.approx(raw.total_us)
+
+
 def test_estimate_names_a_missing_family():
     spec = resolve_spec("mdepth-tiny")
     data = hand_table(spec)
@@ -109,7 +149,7 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("lut")
     events = []
     result = build_lut("mdepth-tiny", (64, 64), "host", "cpu", 1, out=root / "tiny.json", points=2, runs=3, warmup=1,
-                       cache_dir=root / "cache", progress=events.append)
+                       cache_dir=root / "cache", progress=events.append, calibrate_at=())
     return result, root, events
 
 
@@ -145,7 +185,7 @@ def test_tiny_build_resumes_from_the_cache(built):
         del cache["entries"][key]
     cache_file.write_text(json.dumps(cache))
     again = build_lut("mdepth-tiny", (64, 64), "host", "cpu", 1, out=root / "again.json", points=2, runs=3, warmup=1,
-                      cache_dir=root / "cache")
+                      cache_dir=root / "cache", calibrate_at=())
     assert again.measured == 4
     assert again.reused == len(again.table.entries) - 4
     old = json.loads(result.path.read_text())["entries"]
@@ -183,19 +223,32 @@ def test_table_statistic_reads_the_raw_samples():
 
 
 @pytest.mark.slow
-def test_validate_on_host(built):
-    from mobiledepth.prune.lut import validate_lut
+def test_calibrate_and_validate_on_host(built):
+    """The correction is fitted on uniform variants; validation times every variant against the unpruned
+    model in one session, holds the fitted ones apart, and reuses the exports."""
+    from mobiledepth.prune.lut import calibrate, spec_variants, validate_lut
 
     result, root, _ = built
-    report = validate_lut(result.path, random_count=1, multipliers=(1.0, 0.5), runs=20, work_dir=root / "val")
-    assert [r["name"] for r in report["rows"]] == ["uniform x1", "uniform x0.5", "random #1"]
-    assert all(r["measured_us"] > 0 and r["estimate_us"] > 0 for r in report["rows"])
-    for row in report["rows"]:  # every error comes with its interval, read from the measurement's CI
-        low, high = row["measured_interval_us"]
-        assert low <= row["measured_us"] <= high
-        assert row["error_interval"][0] <= row["error"] <= row["error_interval"][1]
-    exports = sorted((root / "val").glob("v-*/**/*.tflite"))
+    work = root / "variants"
+    fitted = spec_variants(resolve_spec("mdepth-tiny"), (64, 64), (1.0, 0.5), 0, 8, 0, work)
+    correction = calibrate(result.path, fitted, rounds=6)
+    assert correction.factor > 0 and [p["name"] for p in correction.points] == ["uniform x1", "uniform x0.5"]
+    assert load_table(result.path).correction.factor == correction.factor  # stored in the table
+    report = validate_lut(result.path, random_count=1, multipliers=(1.0, 0.5), runs=60, work_dir=work)
+    rows = report["rows"]
+    assert [r["name"] for r in rows] == ["uniform x1", "uniform x0.5", "random #1"]
+    assert [r["held_out"] for r in rows] == [False, False, True]
+    assert rows[0]["measured_ratio"] is None and rows[0]["ratio_error"] is None  # the reference
+    for row in rows[1:]:  # every error comes with its interval, read from the ratio's CI
+        low, high = row["measured_ratio_interval"]
+        assert low <= row["measured_ratio"] <= high
+        assert row["ratio_error_interval"][0] <= row["ratio_error"] <= row["ratio_error_interval"][1]
+        assert row["measured_us"] == pytest.approx(row["measured_ratio"] * report["reference_us"])
+    for row in rows:
+        assert row["ms_error_interval"][0] <= row["ms_error"] <= row["ms_error_interval"][1]
+    assert report["max_abs_error"] == max(abs(r["ratio_error"]) for r in rows[1:])
+    exports = sorted(work.glob("v-*/**/*.tflite"))
     stamps = [f.stat().st_mtime_ns for f in exports]
-    again = validate_lut(result.path, random_count=1, multipliers=(1.0, 0.5), runs=20, work_dir=root / "val")
-    assert len(again["rows"]) == 3 and len(exports) == 3
+    again = validate_lut(result.path, random_count=1, multipliers=(1.0, 0.5), runs=60, work_dir=work)
+    assert len(again["rows"]) == 3 and len(list(work.glob("v-*/export.json"))) == 3  # one export per variant
     assert [f.stat().st_mtime_ns for f in exports] == stamps  # the second run reused the exported variants

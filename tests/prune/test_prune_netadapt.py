@@ -192,8 +192,9 @@ def test_worker_pool_kills_a_hung_worker_and_runs_in_process_with_one(tmp_path):
     hung = [{"x": 1, "sleep": 120, "result_path": str(tmp_path / "hung.json")},
             {"x": 3, "result_path": str(tmp_path / "fine.json")}]
     done = []
-    results = run_jobs(square_or_die, hung, workers=2, timeout_s=1, on_done=lambda job, res: done.append(job["x"]))
-    assert results[0] == {"ok": False, "error": "worker timed out after 1 s and was killed"}
+    # 5 s: long enough for the fine worker to start and answer on a loaded machine, far below the hung one's 120 s
+    results = run_jobs(square_or_die, hung, workers=2, timeout_s=5, on_done=lambda job, res: done.append(job["x"]))
+    assert results[0] == {"ok": False, "error": "worker timed out after 5 s and was killed"}
     assert results[1] == {"ok": True, "value": 9} and sorted(done) == [1, 3]
     assert json.loads((tmp_path / "hung.json").read_text()) == results[0]  # a resume does not hang again
     here = [{"x": x, "raise": x == 1, "result_path": str(tmp_path / f"here{x}.json")} for x in range(3)]
@@ -241,11 +242,12 @@ def test_loop_with_two_workers_and_measurement(setup, tmp_path):
     root, ckpt, spec = setup
     lut = build_lut("mdepth-tiny", (64, 64), out=tmp_path / "lut.json", points=2, runs=20, statistic="min",
                     cache_dir=tmp_path / "cache")
-    from mobiledepth.prune.netadapt import smallest_spec
+    from mobiledepth.prune.netadapt import smallest_widths
 
     start = measure_spec(spec, (64, 64), "host", "cpu", 1, tmp_path / "start", checkpoint=ckpt, runs=200, statistic="min")
     # halfway between the measured start and the LUT floor shifted by the measured gap: reachable
-    saving = lut.table.estimate(spec).total_ms - lut.table.estimate(smallest_spec(spec, 8, 8)).total_ms
+    subject = _subject(ckpt)
+    saving = subject.estimate(lut.table).total_ms - subject.estimate(lut.table, smallest_widths(subject, 8, 8)).total_ms
     target = start["latency_us"] / 1000 - 0.5 * saving
     result = prune(settings(root, ckpt, target, lut=str(lut.path), workers=2, measure=True, measure_runs=200),
                    out=tmp_path / "run", store=tmp_path / "store.sqlite")
@@ -370,6 +372,12 @@ def test_settings_round_trip_through_the_record():
         Path("runs/prune-mdepth-tiny-3ms")
 
 
+def _subject(ckpt):
+    from mobiledepth.prune.subject import open_subject
+
+    return open_subject(None, ckpt)
+
+
 def _widest_cut_check(run, spec, group, width, lut_target_us, current_width):
     """No allowed width between the proposal and the current one meets the target (the proposal is the widest)."""
     from mobiledepth.prune.groups import set_group_widths, structure
@@ -390,7 +398,7 @@ def test_start_then_plan_cuts(setup, tmp_path):
     first = run.record["iterations"][0]
     assert (first["iteration"], first["chosen"], first["measured_ms"]) == (0, None, None)
     assert first["estimated_ms"] == pytest.approx(_estimate_ms(root, spec))
-    lut_target_us, cuts = plan_cuts(run, spec, 1)
+    lut_target_us, cuts = plan_cuts(run, _subject(ckpt), 1)
     start_us = first["estimated_ms"] * 1000
     assert lut_target_us == pytest.approx(0.9 * start_us)  # initial_reduction 0.1, decay**0, nothing measured
     widths = {g.name: g.width for g in channel_groups(spec)}
@@ -409,11 +417,11 @@ def test_plan_cuts_halves_a_step_no_group_can_make(setup, tmp_path):
     run = start(settings(root, ckpt, 0.75 * _estimate_ms(root, spec), initial_reduction=0.6), out=tmp_path / "run")
     current_us = run.last["estimated_ms"] * 1000
     scheduled_us = 0.4 * current_us
-    assert _candidates(run, spec, scheduled_us) == []  # no single cut saves 60 %
-    lut_target_us, cuts = plan_cuts(run, spec, 1)
+    assert _candidates(run, _subject(ckpt), scheduled_us) == []  # no single cut saves 60 %
+    lut_target_us, cuts = plan_cuts(run, _subject(ckpt), 1)
     halvings = [k for k in range(1, 9) if lut_target_us == pytest.approx(current_us - 0.6 * current_us / 2 ** k)]
     assert len(halvings) == 1 and cuts  # the step was halved k times, and at k - 1 halvings nothing fitted
-    assert _candidates(run, spec, current_us - 0.6 * current_us / 2 ** (halvings[0] - 1)) == []
+    assert _candidates(run, _subject(ckpt), current_us - 0.6 * current_us / 2 ** (halvings[0] - 1)) == []
 
 
 def test_one_step_records_the_winner_and_drops_proposal_weights(setup, tmp_path):
@@ -421,7 +429,7 @@ def test_one_step_records_the_winner_and_drops_proposal_weights(setup, tmp_path)
 
     root, ckpt, spec = setup
     run = start(settings(root, ckpt, 0.75 * _estimate_ms(root, spec)), out=tmp_path / "run")
-    lut_target_us, cuts = plan_cuts(run, spec, 1)
+    lut_target_us, cuts = plan_cuts(run, _subject(ckpt), 1)
     entry = step(run)
     assert json.loads((tmp_path / "run" / "prune.json").read_text())["iterations"][1] == entry
     assert entry["target_ms"] == pytest.approx(lut_target_us / 1000)
@@ -446,13 +454,13 @@ def _fake_timing(monkeypatch, root, final_slowdowns):
     calls = []
     slowdowns = list(final_slowdowns)
 
-    def export(spec, ckpt, s, out):
+    def export(subject, ckpt, s, out):
         out.mkdir(parents=True, exist_ok=True)
         return out / "model.tflite", out
 
-    def measure(spec, ckpt, s, out_dir, reference):
+    def measure(subject, ckpt, s, out_dir, reference):
         est0 = table.estimate(s_spec[0]).total_ms
-        ratio = table.estimate(spec).total_ms / est0
+        ratio = subject.estimate(table).total_ms / est0
         if out_dir.parent.name == "final" and slowdowns:
             ratio += slowdowns.pop(0)
         target = netadapt.session_target_ratio(s, 10.0)
@@ -502,3 +510,100 @@ def test_target_ms_is_converted_through_the_reference_and_a_miss_says_by_how_muc
     with pytest.raises(StageFailed, match=r"short by|above the target"):
         prune(settings(root, ckpt, 8.5, measure=True, max_iterations=30), out=tmp_path / "run", store=False)
     assert all(target == pytest.approx(0.85) for _, _, target in calls)  # 8.5 ms / the 10 ms reference
+
+
+# ----------------------------------------------------------------------------- any model (module:factory)
+@pytest.fixture()
+def own_factory(setup, tmp_path, monkeypatch):
+    """tests/prune/test_graph.py's own model as own_prunable:make, a checkpoint that remembers the factory (as
+    'mobiledepth train' writes it) and a hand-made table over its traced layers."""
+    from test_graph import OWN
+    from test_prune_lut import _cost
+
+    from mobiledepth.arch import save_checkpoint
+    from mobiledepth.arch.resolve import resolve_model
+    from mobiledepth.prune.layers import NULL_LAYER
+    from mobiledepth.prune.lut import family_grid
+    from mobiledepth.prune.subject import deployed_layers
+
+    (tmp_path / "own_prunable.py").write_text(OWN)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("own_prunable", None)
+    model = resolve_model("own_prunable:make", seed=0).model
+    ckpt = save_checkpoint(tmp_path / "own.pt", model, None, factory="own_prunable:make")
+    entries = {NULL_LAYER.key: {"layer": NULL_LAYER.to_dict(), "samples_us": [2.0], "median_us": 2.0}}
+    for layers in family_grid(deployed_layers(model, (64, 64)), 8, 3).values():
+        for layer in layers:
+            entries[layer.key] = {"layer": layer.to_dict(), "samples_us": [_cost(layer)], "median_us": _cost(layer)}
+    table = {"format": "mobiledepth-lut/1", "kind": "lut", "schema": 1, "device": "host", "delegate": "cpu",
+             "threads": 1, "runtime": "hand-made", "input_size": [64, 64], "model": "own_prunable:make",
+             "multiple": 8, "points": 3, "entries": entries}
+    (tmp_path / "lut.json").write_text(json.dumps(table))
+    yield setup[0], tmp_path, ckpt
+    sys.modules.pop("own_prunable", None)
+
+
+def _own_settings(root, tmp, ckpt, **kw):
+    return settings(root, ckpt, None, model="own_prunable:make", lut=str(tmp / "lut.json"), **kw)
+
+
+def test_netadapt_on_a_factory_model(own_factory):
+    from mobiledepth.arch.checkpoint import read_checkpoint
+    from mobiledepth.arch.resolve import resolve_model
+    from mobiledepth.prune.lut import load_table
+    from mobiledepth.prune.netadapt import prune
+    from mobiledepth.prune.subject import open_subject
+
+    root, tmp, ckpt = own_factory
+    result = prune(_own_settings(root, tmp, ckpt, target_ratio=0.7), out=tmp / "run", store=tmp / "store.sqlite")
+    record = result.record
+    assert record["model"]["factory"] == "own_prunable:make" and record["status"] == "done"
+    assert record["store"]["records"] == 1  # the trajectory (nothing was exported: measure off)
+    first, last = record["iterations"][0], record["iterations"][-1]
+    assert first["widths"] == {"stem.0": 32, "down.0": 64, "fuse.0": 32, "depth": 1, "head": 1}
+    assert len(record["iterations"]) > 1 and last["estimated_ms"] <= 0.7 * first["estimated_ms"]
+    for it in record["iterations"][1:]:
+        assert {p["group"] for p in it["proposals"]} <= {"stem.0", "down.0", "fuse.0"}
+        assert all(p["width"] % 8 == 0 for p in it["proposals"])
+    meta = read_checkpoint(result.final_checkpoint)["meta"]
+    assert meta["factory"] == "own_prunable:make" and meta["widths"] == last["widths"]  # data: factory + widths
+    loaded = resolve_model("own_prunable:make", result.final_checkpoint)  # factory() -> rebuild -> weights
+    assert loaded.checkpoint_meta()["widths"] == last["widths"]
+    table = load_table(tmp / "lut.json")
+    again = open_subject("own_prunable:make", result.final_checkpoint).estimate(table).total_ms
+    assert again == pytest.approx(last["estimated_ms"])
+
+
+def test_factory_candidates_bisect_to_the_widest_width_that_meets_the_target(own_factory):
+    from mobiledepth.prune.lut import load_table
+    from mobiledepth.prune.netadapt import candidate_width, widest_meeting
+    from mobiledepth.prune.subject import open_subject
+
+    root, tmp, ckpt = own_factory
+    subject, table = open_subject("own_prunable:make", ckpt), load_table(tmp / "lut.json")
+    group = next(g for g in subject.groups() if g.name == "down.0")
+    full = subject.estimate(table).total_us
+    estimates = {w: subject.estimate(table, {"down.0": w}).total_us for w in range(56, 7, -8)}
+    assert list(estimates.values()) == sorted(estimates.values(), reverse=True)  # narrower is faster
+    target = (estimates[40] + estimates[32]) / 2  # 40 misses, 32 meets
+    assert candidate_width(table, subject, group, target, 8, 8, None) == (32, pytest.approx(estimates[32]))
+    assert candidate_width(table, subject, group, estimates[8] - 1, 8, 8, None) is None
+    assert estimates[56] < full
+    calls = []
+    assert widest_meeting([56, 48, 40, 32, 24, 16, 8], lambda w: calls.append(w) or w, 30) == (24, 24)
+    assert len(calls) <= 3  # halving, not every width
+
+
+def test_a_factory_run_resumes_only_with_its_factory_given_again(own_factory):
+    from mobiledepth.prune.netadapt import resume
+
+    root, tmp, ckpt = own_factory
+    saved = _stopped_after_iteration_1(_own_settings(root, tmp, ckpt, target_ratio=0.7), tmp / "stopped")
+    assert saved["status"] == "running" and saved["settings"]["model"] == "own_prunable:make"
+    with pytest.raises(UserError, match="prunes the factory own_prunable:make, which a file may not run"):
+        resume(tmp / "stopped", store=False)
+    with pytest.raises(UserError, match="--model own_prunable:make to confirm"):
+        resume(tmp / "stopped", store=False, model="own_prunable:make_other")
+    result = resume(tmp / "stopped", store=False, model="own_prunable:make")
+    assert result.record["status"] == "done" and result.record["iterations"][:2] == saved["iterations"]

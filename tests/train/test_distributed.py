@@ -113,6 +113,31 @@ def test_sharded_eval_equals_one_process(two_process_run, synth_root, tmp_path):
     assert sharded["world_size"] == 2
 
 
+def test_a_one_process_run_resumes_under_two_processes(synth_root, tmp_path):
+    """A resume may change the world size (docs/train.md): the global batch stays, the parts change."""
+    run = tmp_path / "grown"
+    first = train(CONFIG, data=str(synth_root), out=str(run), max_steps=3)
+    assert first.steps == 3
+    _torchrun(tmp_path, "train", "--resume", str(run), "--steps", "6")
+    record = yaml.safe_load((run / "train.json").read_text())
+    assert record["world_size"] == 2 and record["steps"] == 6
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["meta"]["step"] == 6
+
+
+def test_sharded_eval_with_more_processes_than_images(two_process_run, synth_root, tmp_path):
+    """A rank with no image adds nothing: three processes over two images count what one counts."""
+    import json
+
+    from mobiledepth.evaluate.evaluate import evaluate
+
+    model = two_process_run / "model.pt"
+    single = evaluate(str(model), str(synth_root), split="test", limit=2)
+    _torchrun(tmp_path, "eval", "--model", str(model), "--data", str(synth_root), "--limit", "2",
+              "--out", str(tmp_path / "eval.json"), "--no-store", nproc=3)
+    sharded = json.loads((tmp_path / "eval.json").read_text())
+    assert (sharded["correct"], sharded["pairs"], sharded["world_size"]) == (single.whdr.correct, single.whdr.pairs, 3)
+
+
 def test_parts_cover_every_global_batch_once():
     for count in range(1, 9):
         for size in (1, 2, 3):
