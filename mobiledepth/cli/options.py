@@ -22,16 +22,16 @@ def store_choice(store_path: str | None, no_store: bool):
 PRECISION_MODES = ("auto", "fp32", "bf16", "fp16")  # mobiledepth.compute.device.PRECISIONS (no torch import here)
 
 
-def compute_options(flag: str = "--device", what: str = "Where it computes"):
-    """``FLAG auto|cpu|cuda|cuda:N|mps`` and ``--precision-mode`` (train's meaning; prune names its own
-    ``--train-device`` since its ``--device`` is the phone that times the model)."""
+def compute_options(flag: str = "--device", what: str = "Where it computes", dest: str = "compute_device"):
+    """``FLAG auto|cpu|cuda|cuda:N|mps`` (into parameter ``dest``) and ``--precision-mode`` (train's ``--device``;
+    prune names its own ``--train-device`` since its ``--device`` is the phone that times the model)."""
     import click
 
     def decorate(command):
         command = click.option("--precision-mode", "precision", default=None, type=click.Choice(PRECISION_MODES),
                                help="Mixed precision on GPUs [default: auto = bf16 where supported, else fp16; "
                                     "fp32 on the CPU].")(command)
-        return click.option(flag, "compute_device", default=None, metavar="auto|cpu|cuda|cuda:N|mps",
+        return click.option(flag, dest, default=None, metavar="auto|cpu|cuda|cuda:N|mps",
                             help=f"{what} [default: auto = the GPU when present, else cpu].")(command)
 
     return decorate

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from mobiledepth.cli.options import compute_options
+
 
 @click.command("train")
 @click.option("--config", "config", default=None, type=click.Path(path_type=str),
@@ -30,10 +32,7 @@ import click
 @click.option("--threads", "threads", default=None, type=int, help="torch threads.")
 @click.option("--skip-bad", "skip_bad", is_flag=True, default=None,
               help="Drop invalid samples and undecodable images instead of failing (the count is shown).")
-@click.option("--device", "device", default=None,
-              help="auto | cpu | cuda | cuda:N | mps [default: auto = this rank's GPU when present, else cpu].")
-@click.option("--precision-mode", "precision", default=None, type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-              help="Mixed precision on GPUs [default: auto = bf16 where supported, else fp16; fp32 on the CPU].")
+@compute_options("--device", "Where it trains; under torchrun, this rank's GPU", dest="device")
 @click.option("--workers", "workers", default=None, type=int,
               help="Data loader worker processes [default: from the CPU count on GPUs, 0 on the CPU].")
 @click.option("--accumulate", "accumulate", default=None, type=int,

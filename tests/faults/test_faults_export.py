@@ -60,6 +60,13 @@ def test_out_under_a_file_is_one_line_before_any_work(tmp_path):
     assert tree(tmp_path) == {"afile": 1} and not hidden(tmp_path)
 
 
+def test_missing_eval_data_is_one_line_before_any_work(tmp_path):
+    result = run_cli("export", *TINY, "--out", "run", "--eval-data", "nowhere", cwd=tmp_path,
+                     store=tmp_path / "s.sqlite")
+    assert_user_error(result, "--eval-data nowhere does not exist", "DIW-format dataset")
+    assert tree(tmp_path) == {} and not hidden(tmp_path)
+
+
 def test_unwritable_out_is_caught_before_conversion(tmp_path):
     with tmpfs(tmp_path / "ro", "ro,size=1m") as readonly:
         result = run_cli("export", *TINY, "--out", readonly / "run", store=tmp_path / "s.sqlite")
