@@ -1,7 +1,7 @@
 """Where the fp16 artifact's error comes from: per-layer fp16 weight rounding against the model's own noise floor.
 
-    .venv/bin/python benchmarks/fp16_layers.py --checkpoint RUN/model.pt [--size 256x256] [--images 4]
-        [--tflite RUN/model_fp16.tflite] [--out fp16_layers.json]
+    .venv/bin/python benchmarks/fp16_layers.py --checkpoint RUN/model.pt [--model module:factory] [--size 256x256]
+        [--images 4] [--tflite RUN/model_fp16.tflite] [--no-layers] [--out fp16_layers.json]
 
 A TFLite fp16 artifact stores fp16 weights that the CPU dequantises to fp32 (XNNPACK computes in fp32), so
 its error is the rounding of the weights alone. This script measures, against the fp32 PyTorch model on the
@@ -11,7 +11,9 @@ export's parity images (generated scenes):
   file when given — the two should agree;
 - each conv's weights rounded alone (which layer costs most), and how much of the total the worst ones carry;
 - the fp32 model's own response to imperceptible input noise (uniform ±0.5/255 and ±1/255, below one grey
-  level of an 8-bit camera image): the noise floor any reduced precision is compared with.
+  level of an 8-bit camera image; median of 3 seeded draws): the noise floor any reduced precision is compared
+  with — measured by the export's own ``mobiledepth.export.parity.input_noise_response``, whose ±0.5/255 figure
+  is a trained checkpoint's fp16 bar.
 
 Errors are the export's parity measures (``mobiledepth.export.parity.measure_parity``): max and mean |error|
 relative to each image's output range, ordinal agreement on pairs separated by >= 0.1 % of the range.
@@ -48,18 +50,17 @@ def summary(parity: dict) -> dict:
 
 def measure(args) -> dict:
     """Every row of the study (see the module docstring)."""
-    import numpy as np
     import torch
 
     from mobiledepth.export.calibration import generated_images
-    from mobiledepth.export.parity import measure_parity
+    from mobiledepth.export.parity import input_noise_response, measure_parity
     from mobiledepth.export.runtimes import TfliteRuntime, TorchRuntime
     from mobiledepth.export.source import deploy_module, load_model_source
     from mobiledepth.sizes import parse_input_size
 
     torch.set_num_threads(args.threads)
     size = parse_input_size(args.size)
-    source = load_model_source(checkpoint=args.checkpoint)
+    source = load_model_source(args.model, checkpoint=args.checkpoint)
     images = generated_images(args.images, size)
 
     def run(model, x=images):
@@ -69,16 +70,14 @@ def measure(args) -> dict:
     rows = {"all conv weights fp16 (torch)": summary(measure_parity(reference, run(fp16_rounded(source.model)), "fp16"))}
     if args.tflite:
         rows["TFLite fp16 artifact"] = summary(measure_parity(reference, TfliteRuntime(args.tflite)(images), "fp16"))
-    generator = np.random.default_rng(0)
     for grey_levels in (0.5, 1.0):
-        noisy = np.clip(images + generator.uniform(-grey_levels / 255, grey_levels / 255, images.shape), 0, 1)
-        rows[f"fp32, input noise ±{grey_levels}/255"] = summary(measure_parity(
-            reference, run(source.model, noisy.astype(np.float32)), "fp16"))
-    convs = [n for n, m in source.model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+        rows[f"fp32, input noise ±{grey_levels}/255"] = summary(input_noise_response(
+            lambda x: run(source.model, x), images, reference, grey_levels))
+    convs = [n for n, m in source.model.named_modules() if isinstance(m, torch.nn.Conv2d) and args.layers]
     layers = sorted(({"layer": name, **summary(measure_parity(reference, run(fp16_rounded(source.model, {name})),
                                                                "fp16"))} for name in convs),
                     key=lambda row: -row["max_abs_err_rel"])
-    for count in range(1, args.keep + 1):  # the fix tried: the worst layers' weights kept in fp32
+    for count in range(1, min(args.keep, len(layers)) + 1):  # the fix tried: the worst layers' weights kept in fp32
         kept = {row["layer"] for row in layers[:count]}
         rows[f"fp16 but the worst {count} conv(s) fp32"] = summary(measure_parity(
             reference, run(fp16_rounded(source.model, keep=kept)), "fp16"))
@@ -92,6 +91,9 @@ def main() -> None:
     parser.add_argument("--size", default="256x256")
     parser.add_argument("--images", type=int, default=4, help="parity images (generated scenes), as the export uses")
     parser.add_argument("--tflite", default=None, help="the exported model_fp16.tflite of the same checkpoint")
+    parser.add_argument("--model", default=None, help="module:factory of the checkpoint (your own model)")
+    parser.add_argument("--no-layers", dest="layers", action="store_false",
+                        help="skip the conv-by-conv rows (the whole-model rows and the noise floor only)")
     parser.add_argument("--keep", type=int, default=3, help="rows with the worst 1..N convs kept in fp32")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="fp16_layers.json")

@@ -1,7 +1,7 @@
 """Where int8 loses the depth order: by pair separation, by quantiser, and against the model's own noise floor.
 
     .venv/bin/python benchmarks/int8_order.py --checkpoint RUN/model.pt --tflite EXPORT/model_int8.tflite \\
-        [--data DIW_ROOT] [--size 128x128] [--out int8_order.json]
+        [--model module:factory] [--data DIW_ROOT] [--size 128x128] [--out int8_order.json]
 
 Three measurements on the same images (8 generated scenes, plus 8 test images of ``--data`` when given),
 each against the fp32 PyTorch model, ordinal agreement as the export measures it (pairs separated by
@@ -16,7 +16,8 @@ each against the fp32 PyTorch model, ordinal agreement as the export measures it
    only; activations only; all but the output's; then each quantiser alone (the ranking says which layer's
    rounding costs most order).
 3. **The fp32 model's noise floor**: the same fp32 model on the same images plus uniform noise of ±0.5 and
-   ±1 grey level (/255) — below what an 8-bit camera image resolves.
+   ±1 grey level (/255) — below what an 8-bit camera image resolves (``mobiledepth.export.parity.
+   input_noise_response``: median of 3 seeded draws, the measure the export's fp16 bar uses).
 """
 
 from __future__ import annotations
@@ -106,21 +107,10 @@ def quantiser_study(model, size, images: np.ndarray, calibration: np.ndarray, re
     return {"quantisers": len(quantisers), "rows": rows, "alone": alone}
 
 
-def noise_floor(deployed, size, images: np.ndarray, reference: np.ndarray) -> dict:
-    """Ordinal agreement of the fp32 model with itself under uniform input noise of ±k grey levels."""
-    from mobiledepth.export.parity import ordinal_agreement
-    from mobiledepth.export.runtimes import TorchRuntime
-
-    rng = np.random.default_rng(0)
-    run = TorchRuntime(deployed, size)
-    return {f"±{k}/255": ordinal_agreement(reference, run(np.clip(images + rng.uniform(-k / 255, k / 255, images.shape),
-                                                                   0, 1).astype(np.float32)))
-            for k in (0.5, 1.0)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--model", default=None, help="module:factory of the checkpoint (your own model)")
     parser.add_argument("--tflite", required=True, help="an int8 TFLite export of the same checkpoint")
     parser.add_argument("--data", default=None, help="DIW-format root: 8 of its test images join the scenes")
     parser.add_argument("--size", default="128x128")
@@ -132,14 +122,14 @@ def main() -> None:
     import torch
 
     from mobiledepth.export.calibration import generated_images, load_images
-    from mobiledepth.export.parity import ordinal_agreement
+    from mobiledepth.export.parity import input_noise_response, ordinal_agreement
     from mobiledepth.export.runtimes import TfliteRuntime, TorchRuntime
     from mobiledepth.export.source import deploy_module, load_model_source
     from mobiledepth.sizes import parse_input_size
 
     torch.set_num_threads(args.threads)
     size = parse_input_size(args.size)
-    model = load_model_source(checkpoint=args.checkpoint).model
+    model = load_model_source(args.model, checkpoint=args.checkpoint).model
     deployed = deploy_module(model)
     images = generated_images(8, size)
     if args.data:
@@ -151,7 +141,8 @@ def main() -> None:
               "tflite_ordinal": ordinal_agreement(reference, candidate), "output_step": step,
               "output_steps_per_range": float(np.mean(np.ptp(reference.reshape(len(reference), -1), axis=1)) / step),
               "by_separation": separation_table(reference, candidate, step),
-              "noise_floor": noise_floor(deployed, size, images, reference),
+              "noise_floor": {f"±{k}/255": input_noise_response(TorchRuntime(deployed, size), images, reference,
+                                                                 k)["ordinal_agreement"] for k in (0.5, 1.0)},
               "quantisers": quantiser_study(deployed, size, images, generated_images(64, size), reference,
                                             alone=not args.no_alone)}
     Path(args.out).write_text(json.dumps(result, indent=1))

@@ -13,11 +13,12 @@ the extra seeds and the baseline, which call the stage functions with the same s
 4. ``mobiledepth prune --target-ratio R`` (seed 0; seeds 1.. through ``netadapt.prune`` with seed 0's settings):
    wall time, iterations, the final model's measured ratio with its 95 % CI, met = upper bound <= R;
 5. per seed, the uniform baseline: ``prune.graph.uniform_prune`` (every group by one ratio, Torch-Pruning's
-   magnitude ranking) of the same trained weights at NetAdapt's latency measured side by side (the uniform
-   cuts around NetAdapt's LUT estimate, then further ones until the measured ratios bracket NetAdapt's,
-   each exported and timed interleaved with NetAdapt's model and the unpruned one; the closest measured
-   ratio wins), fine-tuned with the steps NetAdapt spent on its path (iterations x short-term +
-   long-term), its WHDR; then both pruned models timed side by side with the unpruned one;
+   magnitude ranking, widths on ``--multiple``) of the same trained weights at NetAdapt's latency measured side
+   by side: the uniform cuts around NetAdapt's LUT estimate, then further ones until the measured ratios
+   bracket NetAdapt's, each exported and timed interleaved with NetAdapt's model and the unpruned one. The
+   uniform ladder is coarse, so the two cuts either side are each fine-tuned with the steps NetAdapt spent on
+   its path (iterations x short-term + long-term) and scored; all three are timed side by side again and the
+   uniform WHDR is interpolated (linearly in the latency ratio) at NetAdapt's measured ratio;
 6. ``mobiledepth bench`` of seed 0's final export and ``mobiledepth report``; prints a markdown table,
    writes ``OUT/benchmark.json``. Settings and numbers measured here: docs/benchmarks.md.
 
@@ -38,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.prune_host import closest_ratio, log, uniform_candidates  # noqa: E402
+from benchmarks.prune_host import log, uniform_candidates  # noqa: E402
 from benchmarks.prune_seeds import mean_se  # noqa: E402
 
 
@@ -58,8 +59,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--points", type=int, default=3, help="LUT grid points per channel dimension")
     parser.add_argument("--calibrate", default="1.0,0.5", help="lut build --calibrate")
     parser.add_argument("--validate", default="1.0,0.75,0.35", help="lut validate --multipliers")
+    parser.add_argument("--multiple", type=int, default=8,
+                        help="lut build --multiple: the width grid of the table, NetAdapt and the uniform cuts "
+                             "(16 on an AVX-512 host: XNNPACK's output-channel tiles, docs/prune.md)")
     parser.add_argument("--statistic", default="min", choices=["median", "p5", "min"])
     parser.add_argument("--rounds", type=int, default=40, help="interleaved rounds of the side-by-side timings")
+    parser.add_argument("--no-prune", action="store_true", help="stop after lut validate (steps 1-3)")
     return parser.parse_args(argv)
 
 
@@ -103,7 +108,7 @@ def pipeline(args, out: Path, size: str, report: dict) -> None:
                                                 "--out", out / "eval.json", "--no-store")[0], 1)
     report["eval_tflite_whdr"] = json.loads((out / "eval.json").read_text())["value"]
     once(report, "lut_build", out / "lut.json", "lut", "build", "--model", ref, "--input-size", size, "--points",
-         args.points, "--statistic", args.statistic, "--calibrate", args.calibrate, "--out", out / "lut.json")
+         args.points, "--multiple", args.multiple, "--statistic", args.statistic, "--calibrate", args.calibrate, "--out", out / "lut.json")
     validation = out / "lut-variants" / "validation.json"
     once(report, "lut_validate", validation, "lut", "validate", out / "lut.json", "--model", ref, "--multipliers",
          args.validate)
@@ -125,7 +130,7 @@ def prune_seed(args, out: Path, size: str, seed: int) -> dict:
             cli("prune", "--model", args.model, "--checkpoint", out / "train" / "model.pt", "--lut", out / "lut.json",
                 "--data", out / "data", "--target-ratio", args.target_ratio, "--input-size", size,
                 "--short-term-steps", args.short_term_steps, "--long-term-steps", args.long_term_steps,
-                "--initial-reduction", args.initial_reduction, "--threads", 1, "--train-device", "cpu",
+                "--initial-reduction", args.initial_reduction, "--multiple", args.multiple, "--threads", 1, "--train-device", "cpu",
                 "--out", run_dir, "--no-store")
         else:
             from mobiledepth.prune import netadapt
@@ -150,7 +155,7 @@ def prune_seed(args, out: Path, size: str, seed: int) -> dict:
 UNIFORM_RATIOS = tuple(round(step * 0.05, 2) for step in range(1, 18))  # 0.05 .. 0.85
 
 
-def uniform_table(ref: str, checkpoint: Path, size: tuple[int, int], table,
+def uniform_table(ref: str, checkpoint: Path, size: tuple[int, int], table, multiple: int,
                   ratios=UNIFORM_RATIOS) -> list[tuple[float, dict, float]]:
     """(pruning ratio, group widths, LUT estimate µs) of the trained model uncut and cut uniformly by ``ratios``."""
     from mobiledepth.arch.resolve import resolve_model
@@ -161,13 +166,13 @@ def uniform_table(ref: str, checkpoint: Path, size: tuple[int, int], table,
     rows = [(0.0, {}, table.estimate_layers(deployed_layers(trained, size)).total_us)]
     for ratio in ratios:
         model = copy.deepcopy(trained)
-        widths = uniform_prune(model, ratio, 8, size)
+        widths = uniform_prune(model, ratio, multiple, size)
         rows.append((ratio, widths, table.estimate_layers(deployed_layers(model, size)).total_us))
     return rows
 
 
 def _timed_candidates(ref: str, checkpoint: Path, size, by_ratio: dict, multipliers: list[float], na: dict,
-                      work: Path, rounds: int, reduce) -> tuple[dict[float, float], float]:
+                      work: Path, rounds: int, reduce, multiple: int) -> tuple[dict[float, float], float]:
     """Export the uniform cuts ``multipliers`` (once) and time them with NetAdapt's model, interleaved with the
     unpruned one: ({multiplier: ratio}, NetAdapt's ratio)."""
     from mobiledepth.arch.resolve import resolve_model
@@ -178,7 +183,8 @@ def _timed_candidates(ref: str, checkpoint: Path, size, by_ratio: dict, multipli
     files = {}
     for m in multipliers:
         model = copy.deepcopy(resolved.model).eval()
-        uniform_prune(model, round(1 - m, 2), 8, size)
+        if m < 1.0:  # x1: the unpruned model, the upper end of the ladder
+            uniform_prune(model, round(1 - m, 2), multiple, size)
         _, files[m] = exported_factory(ref, resolved.spec_hash, size, work, by_ratio[m][0], model)
     timing = time_against({**{f"x{m:g}": f for m, f in files.items()}, "netadapt": Path(na["tflite"])},
                           Path(na["reference"]), rounds=20, max_rounds=rounds, reduce=reduce)
@@ -195,65 +201,98 @@ def bracketing(ratios: dict[float, float], target: float, ladder: list[float]) -
     return []
 
 
-def matched_uniform(ref: str, checkpoint: Path, size, table, na: dict, work: Path, rounds: int, reduce) -> dict:
-    """The uniform cut at NetAdapt's latency measured side by side: the cuts around NetAdapt's LUT estimate
-    first, then (the table can be off) further ones until the measured ratios bracket NetAdapt's (3 looks)."""
-    rows = uniform_table(ref, checkpoint, size, table)
+def bracket(ratios: dict[float, float], target: float) -> list[float]:
+    """The uniform multipliers measured either side of ``target``: the slowest at or under it, then the fastest
+    above it (one of them where every cut lies on one side)."""
+    under = [m for m, r in ratios.items() if r <= target]
+    over = [m for m, r in ratios.items() if r > target]
+    return ([max(under, key=ratios.get)] if under else []) + ([min(over, key=ratios.get)] if over else [])
+
+
+def interpolated(points: list[tuple[float, float]], at: float) -> float:
+    """The WHDR at latency ratio ``at`` on the line through (ratio, WHDR) ``points`` (one point: its WHDR)."""
+    if len(points) == 1:
+        return points[0][1]
+    (r0, w0), (r1, w1) = points
+    return w0 + (w1 - w0) * (at - r0) / (r1 - r0)
+
+
+def matched_uniform(args, checkpoint: Path, size, table, na: dict, work: Path, reduce) -> dict:
+    """The uniform cuts either side of NetAdapt's latency measured side by side: the cuts around NetAdapt's
+    LUT estimate first, then (the table can be off) further ones until the measured ratios bracket NetAdapt's
+    (3 looks). A uniform ladder is coarse (BasicUNet's 32-channel groups go 32 -> 16 on a 16-grid), so one
+    cut rarely lands on NetAdapt's latency: both neighbours are fine-tuned and the WHDR interpolated."""
+    rows = uniform_table(args.model, checkpoint, size, table, args.multiple)
     by_ratio = {round(1 - r, 2): (widths, us) for r, widths, us in rows}  # keyed by "multiplier" = 1 - ratio
-    ladder = [m for m in by_ratio if m < 1.0]
-    todo = [m for m in uniform_candidates([(m, us) for m, (_, us) in by_ratio.items()], na["estimated_ms"] * 1e3)
-            if m < 1.0]
+    ladder = list(by_ratio)  # x1 included: on a coarse grid every cut can be faster than NetAdapt's model
+    todo = uniform_candidates([(m, us) for m, (_, us) in by_ratio.items()], na["estimated_ms"] * 1e3)
     ratios: dict[float, float] = {}
     for _ in range(3):
-        measured, netadapt_ratio = _timed_candidates(ref, checkpoint, size, by_ratio, sorted({*ratios, *todo}), na,
-                                                     work, rounds, reduce)
-        ratios = measured  # one session: every candidate against the same NetAdapt timing
+        ratios, netadapt_ratio = _timed_candidates(args.model, checkpoint, size, by_ratio, sorted({*ratios, *todo}),
+                                                   na, work, args.rounds, reduce, args.multiple)
         todo = bracketing(ratios, netadapt_ratio, ladder)
         if not todo:
             break
-    chosen = closest_ratio(ratios, netadapt_ratio)
+    cuts = bracket(ratios, netadapt_ratio)
     log("uniform candidates: " + ", ".join(f"x{m:g} {r:.3f}" for m, r in sorted(ratios.items()))
-        + f"; NetAdapt {netadapt_ratio:.3f} -> x{chosen:g}")
-    return {"multiplier": chosen, "widths": by_ratio[chosen][0], "estimated_ms": by_ratio[chosen][1] / 1e3,
-            "netadapt_ratio": netadapt_ratio,
+        + f"; NetAdapt {netadapt_ratio:.3f} -> " + " and ".join(f"x{m:g}" for m in cuts))
+    return {"cuts": cuts, "netadapt_ratio": netadapt_ratio,
+            "widths": {f"x{m:g}": by_ratio[m][0] for m in cuts},
             "candidates": {f"x{m:g}": {"ratio": r, "estimated_ms": by_ratio[m][1] / 1e3} for m, r in ratios.items()}}
 
 
-def uniform_baseline(args, out: Path, size, na: dict) -> dict:
-    """Per seed: the matched uniform cut, fine-tuned with NetAdapt's step budget, scored, timed side by side."""
+def tuned_uniform(args, out: Path, size, multiplier: float, settings, budget: int, seed: int,
+                  work: Path) -> tuple[float, Path]:
+    """One uniform cut of the trained model fine-tuned with ``budget`` steps: (held-out WHDR, its TFLite file)."""
     from mobiledepth.arch.resolve import resolve_model
     from mobiledepth.prune.graph import save_pruned, uniform_prune
-    from mobiledepth.prune.lut import load_table, statistic_of, time_against
-    from mobiledepth.prune.netadapt import PruneSettings, fine_tune, held_out_whdr
+    from mobiledepth.prune.netadapt import fine_tune, held_out_whdr
     from mobiledepth.prune.subject import FactorySubject
+
+    for stale in ("finetune", "export"):  # a stopped earlier attempt: fine-tune and export afresh
+        shutil.rmtree(work / stale, ignore_errors=True)
+    resolved = resolve_model(args.model, str(out / "train" / "model.pt"))
+    if multiplier < 1.0:  # x1: the unpruned model, fine-tuned with the same budget
+        uniform_prune(resolved.model.eval(), round(1 - multiplier, 2), args.multiple, size)
+    cut_ckpt = save_pruned(work / "cut.pt", resolved.model, args.model, size)
+    tuned = fine_tune(str(cut_ckpt), settings.data, work / "finetune", budget, settings, seed=seed)
+    tflite, _ = FactorySubject(args.model, resolved.model, resolved.spec_hash, size).export(tuned, size,
+                                                                                            work / "export")
+    return held_out_whdr(tuned, settings), tflite
+
+
+def uniform_baseline(args, out: Path, size, na: dict) -> dict:
+    """Per seed: the uniform cuts either side of NetAdapt's measured latency, each fine-tuned with NetAdapt's step
+    budget and scored, all timed side by side; the uniform WHDR at NetAdapt's ratio is interpolated between them."""
+    from mobiledepth.prune.lut import load_table, statistic_of, time_against
+    from mobiledepth.prune.netadapt import PruneSettings
 
     work = Path(na["run_dir"]) / "uniform"
     saved = work / "uniform.json"
-    if saved.exists():
+    if saved.exists() and "whdr_at_netadapt" in json.loads(saved.read_text()):
         return json.loads(saved.read_text())
-    for stale in ("finetune", "export"):  # a stopped earlier attempt: fine-tune and export afresh
-        shutil.rmtree(work / stale, ignore_errors=True)
     began = time.perf_counter()
     settings = PruneSettings.from_record(na["settings"])
     reduce = lambda block: statistic_of(block, settings.statistic or "median")  # noqa: E731
-    match = matched_uniform(args.model, out / "train" / "model.pt", size, load_table(out / "lut.json"), na,
-                            work / "candidates", args.rounds, reduce)
-    resolved = resolve_model(args.model, str(out / "train" / "model.pt"))
-    uniform_prune(resolved.model.eval(), round(1 - match["multiplier"], 2), 8, size)
-    cut_ckpt = save_pruned(work / "cut.pt", resolved.model, args.model, size)
+    match = matched_uniform(args, out / "train" / "model.pt", size, load_table(out / "lut.json"), na,
+                            work / "candidates", reduce)
     budget = na["iterations"] * settings.short_term_steps + settings.long_term_steps
-    tuned = fine_tune(str(cut_ckpt), settings.data, work / "finetune", budget, settings, seed=na["seed"])
-    whdr = held_out_whdr(tuned, settings)
-    subject = FactorySubject(args.model, resolved.model, resolved.spec_hash, size)
-    tflite, _ = subject.export(tuned, size, work / "export")
-    side = time_against({"netadapt": Path(na["tflite"]), "uniform": tflite}, Path(na["reference"]),
-                        rounds=args.rounds, max_rounds=args.rounds, reduce=reduce)
-    result = {**match, "whdr": whdr, "fine_tune_steps": budget, "wall_s": round(time.perf_counter() - began, 1),
+    tuned = {f"x{m:g}": tuned_uniform(args, out, size, m, settings, budget, na["seed"], work / f"x{m:g}")
+             for m in match["cuts"]}
+    side = time_against({"netadapt": Path(na["tflite"]), **{name: tflite for name, (_, tflite) in tuned.items()}},
+                        Path(na["reference"]), rounds=args.rounds, max_rounds=args.rounds, reduce=reduce)
+    at = side.ratios["netadapt"].ratio
+    points = sorted((side.ratios[name].ratio, whdr) for name, (whdr, _) in tuned.items())
+    result = {**match, "fine_tune_steps": budget, "wall_s": round(time.perf_counter() - began, 1),
+              "cuts_whdr": {name: {"whdr": whdr, "ratio": side.ratios[name].ratio} for name, (whdr, _) in tuned.items()},
+              "whdr_at_netadapt": interpolated(points, at),
+              "bracketed": len(points) == 2 and points[0][0] <= at <= points[-1][0],
               "side_by_side": {"rounds": side.rounds, "reference_ms": side.reference_us / 1e3,
                                **{n: r.to_dict() for n, r in side.ratios.items()}}}
     saved.write_text(json.dumps(result, indent=2))
-    log(f"seed {na['seed']}: NetAdapt WHDR {na['whdr']:.4f} vs uniform x{match['multiplier']:g} {whdr:.4f}; side by side "
-        + ", ".join(f"{n} {r.ratio:.3f} [{r.low:.3f}, {r.high:.3f}]" for n, r in side.ratios.items()))
+    log(f"seed {na['seed']}: NetAdapt WHDR {na['whdr']:.4f} at {at:.3f}; uniform "
+        + ", ".join(f"{n} {c['whdr']:.4f} at {c['ratio']:.3f}" for n, c in result["cuts_whdr"].items())
+        + f" -> {result['whdr_at_netadapt']:.4f} at NetAdapt's ratio")
     return result
 
 
@@ -266,20 +305,21 @@ def summary(report: dict) -> str:
              f"{v['median_abs_error']:.1%} over {len(v['rows']) - 1} variants; trained TFLite WHDR "
              f"{report['eval_tflite_whdr']:.4f}", "",
              "| seed | prune wall (s) | iterations | final ratio [95 % CI] | met (high <= target) | NetAdapt WHDR "
-             "| uniform (x) WHDR | side by side: NetAdapt / uniform |", "|---|---|---|---|---|---|---|---|"]
+             "| uniform cuts: WHDR at ratio | uniform WHDR at NetAdapt's ratio |", "|---|---|---|---|---|---|---|---|"]
     for na in report["seeds"]:
         m, u = na["measured"], na.get("uniform")
-        side = u["side_by_side"] if u else None
+        cuts = "; ".join(f"{n} {c['whdr']:.4f} at {c['ratio']:.3f}" for n, c in u["cuts_whdr"].items()) if u else "–"
         lines.append(f"| {na['seed']} | {na['wall_s']:.0f} | {na['iterations']} | {m['ratio']:.3f} [{m['low']:.3f}, "
-                     f"{m['high']:.3f}] | {m['met']} (target {m['target_ratio']:g}) | {na['whdr']:.4f} | "
-                     + (f"{u['whdr']:.4f} (x{u['multiplier']:g}) | {side['netadapt']['ratio']:.3f} / "
-                        f"{side['uniform']['ratio']:.3f} |" if u else "– | – |"))
+                     f"{m['high']:.3f}] | {m['met']} (target {m['target_ratio']:g}) | {na['whdr']:.4f} at "
+                     f"{u['side_by_side']['netadapt']['ratio'] if u else m['ratio']:.3f} | {cuts} | "
+                     + (f"{u['whdr_at_netadapt']:.4f}{'' if u['bracketed'] else ' (not bracketed)'} |" if u else "– |"))
     done = [na for na in report["seeds"] if na.get("uniform")]
     if done:
-        diff = mean_se([na["whdr"] - na["uniform"]["whdr"] for na in done])
-        na_m, u_m = mean_se([na["whdr"] for na in done]), mean_se([na["uniform"]["whdr"] for na in done])
-        lines += ["", f"WHDR NetAdapt {na_m[0]:.4f} ± {na_m[1]:.4f}, uniform {u_m[0]:.4f} ± {u_m[1]:.4f}, "
-                      f"difference {diff[0]:+.4f} ± {diff[1]:.4f} (mean ± SE over {len(done)} seeds)"]
+        diff = mean_se([na["whdr"] - na["uniform"]["whdr_at_netadapt"] for na in done])
+        na_m, u_m = mean_se([na["whdr"] for na in done]), mean_se([na["uniform"]["whdr_at_netadapt"] for na in done])
+        lines += ["", f"WHDR NetAdapt {na_m[0]:.4f} ± {na_m[1]:.4f}, uniform (interpolated at NetAdapt's measured "
+                      f"ratio) {u_m[0]:.4f} ± {u_m[1]:.4f}, difference {diff[0]:+.4f} ± {diff[1]:.4f} "
+                      f"(mean ± SE over {len(done)} seeds)"]
     return "\n".join(lines)
 
 
@@ -295,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"model": args.model, "size": args.size, "statistic": args.statistic, "timings_s": {},
                     "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
     pipeline(args, out, args.size, report)
+    if args.no_prune:
+        (out / "benchmark.json").write_text(json.dumps(report, indent=2))
+        return 0
     report["seeds"] = []
     for seed in (int(s) for s in args.seeds.split(",")):
         na = prune_seed(args, out, args.size, seed)

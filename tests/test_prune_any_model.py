@@ -66,7 +66,8 @@ def test_uniform_table_is_monotone_and_starts_unpruned(tiny):
     tmp, ckpt = tiny
     table = _hand_table(deployed_layers(resolve_model("tiny_own:make", seed=0).model, (64, 64)))
     (tmp / "lut.json").write_text(json.dumps(table))
-    rows = uniform_table("tiny_own:make", ckpt, (64, 64), load_table(tmp / "lut.json"), ratios=(0.3, 0.7, 0.85))
+    rows = uniform_table("tiny_own:make", ckpt, (64, 64), load_table(tmp / "lut.json"), 8,
+                         ratios=(0.3, 0.7, 0.85))
     assert rows[0][:2] == (0.0, {})
     estimates = [us for _, _, us in rows]
     assert estimates == sorted(estimates, reverse=True) and estimates[-1] < 0.5 * estimates[0]
@@ -96,6 +97,21 @@ def test_uniform_candidates_extend_until_they_bracket_netadapt():
     assert bracketing({0.7: 0.40, 0.65: 0.38}, 0.59, ladder) == [0.8, 0.75]
     assert bracketing({0.75: 0.86, 0.7: 0.42}, 0.59, ladder) == []
     assert bracketing({0.65: 0.70}, 0.59, ladder) == []  # the narrowest: nothing left to try
+
+
+def test_uniform_cuts_either_side_of_netadapt_and_the_whdr_between():
+    """A coarse uniform ladder (BasicUNet on a 16-grid: x0.75 measured 0.85, x0.7 0.42) rarely lands on
+    NetAdapt's latency: the slowest cut at or under it and the fastest above it are both scored, and the
+    uniform WHDR is read off the line between them at NetAdapt's ratio."""
+    from benchmarks.prune_any_model import bracket, interpolated
+
+    ratios = {0.8: 0.87, 0.75: 0.85, 0.7: 0.42, 0.65: 0.40}
+    assert bracket(ratios, 0.64) == [0.7, 0.75]
+    assert bracket(ratios, 0.85) == [0.75, 0.8]  # a tie counts as under
+    assert bracket(ratios, 0.30) == [0.65]  # every cut slower: the fastest alone
+    assert bracket(ratios, 0.95) == [0.8]
+    assert interpolated([(0.42, 0.08), (0.85, 0.06)], 0.64) == pytest.approx(0.08 - 0.02 * 22 / 43)
+    assert interpolated([(0.42, 0.08)], 0.64) == 0.08
 
 
 def _hand_table(layers) -> dict:

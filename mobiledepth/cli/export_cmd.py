@@ -96,8 +96,18 @@ def _print_summary(console, result) -> None:
             verdict = "[yellow]below bar (untrained)[/]"
         elif parity["passed"] is None and parity_warning(art["precision"], parity):
             verdict = "[yellow]reported, warning[/]"
+        elif parity.get("rule") == "noise_floor" and parity["passed"] is not None:
+            verdict += " (noise floor)"  # the limit is the model's own response to ±0.5/255 input noise
         route = art.get("route", "") + (" [green]★[/]" if art.get("recommended") and len(record["converters"]) > 1 else "")
         table.add_row(art["path"], route, art["layout"], f"{art['size_bytes'] / 1e6:.2f} MB",
                       f"{parity['max_abs_err_rel']:.2e}", f"{parity['mean_abs_err_rel']:.2e}",
                       f"{parity['ordinal_agreement']:.5f}", verdict)
     console.print(table)
+    for art in result.artifacts:
+        floor = art["parity"].get("noise_floor") if art["parity"].get("rule") == "noise_floor" else None
+        if floor:
+            limit = art["parity"]["limit"]
+            console.print(f"{art['path']}: bar relative to the model's own noise floor (±{floor['grey_levels']}/255 "
+                          f"input noise moves it {floor['max_abs_err_rel']:.2e}, ordinal {floor['ordinal_agreement']:.4f}):"
+                          f" max err <= {limit['max_abs_err_rel']:.2e}, ordinal >= {limit['ordinal_agreement']:.4f}",
+                          highlight=False)

@@ -30,7 +30,9 @@ def lut() -> None:
 @click.option("--device", "-d", default="host", show_default=True, help="host or a phone profile (S21, S10+, ...).")
 @click.option("--delegate", type=click.Choice(DELEGATES), default="cpu", show_default=True, help=delegate_help())
 @click.option("--threads", type=int, default=1, show_default=True, help="Threads (benchmark_model --num_threads / the interpreter).")
-@click.option("--multiple", type=int, default=8, show_default=True, help="Grid channel counts are multiples of this.")
+@click.option("--multiple", default="8", show_default=True,
+              help="Grid channel counts are multiples of this; 'auto': the target's channel tile, measured first "
+                   "(4, 8, 16 or 32; recorded in the table, prune keeps widths on it).")
 @click.option("--points", type=int, default=5, show_default=True, help="Grid points per channel dimension.")
 @click.option("--runs", type=int, default=30, show_default=True, help="Timed runs per layer model.")
 @click.option("--warmup", type=int, default=5, show_default=True, help="Untimed warm-up runs per layer model.")
@@ -53,11 +55,15 @@ def build(model, input_size, device, delegate, threads, multiple, points, runs, 
     from mobiledepth.prune.lut import build_lut
 
     calibrate_at = () if calibrate.strip().lower() in ("", "none") else _multipliers(calibrate, "--calibrate")
+    multiple = _multiple(multiple)
     console = Console()
     with Progress(console=console, transient=True) as bar:
         tasks: dict[str, int] = {}
 
         def progress(event) -> None:
+            if event.stage == "probe" and event.event == "done":
+                console.print(event.detail, highlight=False)
+                return
             if event.stage not in ("convert", "time"):
                 console.print(f"{event.detail} ...", style="dim")
                 return
@@ -72,8 +78,22 @@ def build(model, input_size, device, delegate, threads, multiple, points, runs, 
     fix = result.table.correction
     console.print(f"[green]wrote[/] {result.path}: {len(result.table.entries)} entries "
                   f"({result.measured} measured now, {result.reused} from the cache); "
-                  f"build {result.convert_s:.1f} s, timing {result.time_s:.1f} s, calibration {result.calibrate_s:.1f} s; "
+                  f"build {result.convert_s:.1f} s, timing {result.time_s:.1f} s, calibration {result.calibrate_s:.1f} s"
+                  + (f", tile probe {0.0 if result.probe.reused else result.probe.seconds:.1f} s" if result.probe else "")
+                  + f"; multiple {result.table.meta['multiple']}; "
                   f"graph correction x{fix.factor:.3f} + {fix.per_op_us:.2f} µs/op", highlight=False)
+
+
+def _multiple(text: str) -> int | str:
+    """``--multiple``: 'auto' or a whole number."""
+    from mobiledepth.errors import UserError
+
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"--multiple '{text}' is neither 'auto' nor a whole number; e.g. --multiple 16") from None
 
 
 def _multipliers(text: str, option: str) -> tuple[float, ...]:
@@ -125,7 +145,7 @@ def show(table, model, as_json) -> None:
 @lut.command("validate")
 @click.argument("table", type=click.Path(path_type=Path))
 @click.option("--model", "-m", default=None,
-              help="Spec to vary (default: the table's), or the table's module:factory (uniform variants only).")
+              help="Spec to vary (default: the table's), or the table's module:factory (given again).")
 @click.option("--random", "random_count", type=int, default=3, show_default=True, help="Random per-group width variants.")
 @click.option("--multipliers", default="1.0,0.75,0.5,0.35", show_default=True, help="Uniform width multipliers.")
 @click.option("--runs", type=int, default=300, show_default=True,

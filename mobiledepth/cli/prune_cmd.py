@@ -40,7 +40,8 @@ from mobiledepth.cli.options import compute_options
               help="Proposals evaluated in parallel processes (default: one per GPU on CUDA, else 1; more than "
                    "the GPUs share them round-robin; a resumed run keeps its own).")
 @compute_options("--train-device", "Where the fine-tunes and held-out WHDR run (a resumed run keeps its own)")
-@click.option("--multiple", type=int, default=8, show_default=True, help="Widths stay multiples of this.")
+@click.option("--multiple", type=int, default=None,
+              help="Widths stay multiples of this (default: the lookup table's own --multiple; a resumed run keeps its own).")
 @click.option("--min-width", type=int, default=8, show_default=True, help="No group below this width.")
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Images per fine-tuning step.")
 @click.option("--lr", type=float, default=1e-4, show_default=True, help="Fine-tuning learning rate.")
@@ -48,6 +49,10 @@ from mobiledepth.cli.options import compute_options
 @click.option("--val-limit", type=int, default=None, help="Use only the first N held-out images.")
 @click.option("--max-iterations", type=int, default=100, show_default=True,
               help="Give up after this many NetAdapt iterations if --target-ms is still not met.")
+@click.option("--seed", type=int, default=None,
+              help="Seed of the fine-tunes (default 0; a resumed run keeps its own unless given).")
+@click.option("--min-proposals", type=int, default=3, show_default=True,
+              help="Halve an iteration's step while fewer groups than this can make it alone (NetAdapt needs a choice).")
 @click.option("--choose", type=click.Choice(["accuracy", "loss-per-ms"]), default=None,
               help="Winning proposal: lowest WHDR, or smallest WHDR loss per ms saved (default: accuracy; "
                    "a resumed run keeps its own).")
@@ -58,7 +63,7 @@ from mobiledepth.cli.options import compute_options
 def prune(model, checkpoint, target_ms, target_ratio, measure_rounds, max_measure_rounds, device, delegate, threads,
           data, lut_path, input_size, train_input_size,
           short_term_steps, long_term_steps, initial_reduction, decay, workers, multiple, min_width, batch_size, lr,
-          val_split, val_limit, max_iterations, choose, store_path, no_store, out, resume,
+          val_split, val_limit, max_iterations, seed, min_proposals, choose, store_path, no_store, out, resume,
           compute_device=None, precision=None) -> None:
     """Shrink a model, channel group by channel group, until the upper confidence bound of its
     latency on DEVICE (timed interleaved with the unpruned model) is under --target-ms / --target-ratio."""
@@ -71,7 +76,7 @@ def prune(model, checkpoint, target_ms, target_ratio, measure_rounds, max_measur
     progress = _progress_printer(console, device)
     if resume is not None:
         result = netadapt.resume(resume, workers=workers, choose=choose, store=store, progress=progress,
-                                 train_device=compute_device, precision=precision, model=model)
+                                 train_device=compute_device, precision=precision, model=model, seed=seed)
     else:
         missing = [name for name, value in (("--checkpoint", checkpoint), ("--data", data)) if value is None]
         if target_ms is None and target_ratio is None:
@@ -87,7 +92,9 @@ def prune(model, checkpoint, target_ms, target_ratio, measure_rounds, max_measur
             short_term_steps=short_term_steps, long_term_steps=long_term_steps, initial_reduction=initial_reduction,
             decay=decay, workers=workers, train_device=compute_device or "auto", precision=precision or "auto",
             multiple=multiple, min_width=min_width, batch_size=batch_size, lr=lr,
-            val_split=val_split, val_limit=val_limit, max_iterations=max_iterations, choose=choose or "accuracy")
+            val_split=val_split, val_limit=val_limit, max_iterations=max_iterations, choose=choose or "accuracy",
+            min_proposals=min_proposals,
+            seed=0 if seed is None else seed)
         result = netadapt.prune(settings, out=out, store=store, progress=progress)
     final = result.record["final"]
     measured = "not measured"
@@ -127,6 +134,8 @@ def _progress_printer(console: Console, device: str):
                           f"{info['target_ratio']:.3f}x: NetAdapt goes on", highlight=False)
         elif event == "long_term":
             console.print(f"long-term fine-tune ({info['steps']} steps) ...", style="dim")
+        elif event == "warning":
+            click.echo(f"warning: {update.detail}", err=True)
         elif event == "lut":
             console.print(f"no --lut given: building the lookup table for {info['model']} on "
                           f"{info['device']}/{info['delegate']} ...")

@@ -85,6 +85,9 @@ def train(config, data, out, resume, model, checkpoint, teacher, teacher_checkpo
                            terms=f"{terms}  lr {event['lr']:.2e}")
             elif update.event == "epoch" and "val_whdr" in event:
                 bar.console.print(f"epoch {event['epoch']}: val WHDR {event['val_whdr']:.4f} ({event['val_pairs']} pairs)")
+            elif update.event == "final":
+                bar.console.print(f"step {event['step']} (the saved model): val WHDR {event['val_whdr']:.4f} "
+                                  f"({event['val_pairs']} pairs)")
 
         result = run(setup, progress=show)
     if result.interrupted:

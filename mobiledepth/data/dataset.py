@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from mobiledepth.data.depthmap import find_depth, load_depth
-from mobiledepth.data.diw import DiwData, load_image, map_pair, resize_image, to_chw_float
+from mobiledepth.data.diw import DiwData, load_image, map_pairs, resize_image, to_chw_float
 
 
 class DiwDataset:
@@ -53,7 +53,7 @@ class DiwDataset:
         counts = np.array([len(sample.pairs) for sample in samples], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(counts)])
         pairs = [pair for sample in samples for pair in sample.pairs]
-        points = np.array([map_pair(p, self.input_size) for p in pairs], dtype=np.int64).reshape(-1, 4)
+        points = map_pairs(pairs, self.input_size)
         rel = np.array([p.rel for p in pairs], dtype=np.float32)
         return points, rel, offsets
 

@@ -470,6 +470,18 @@ def map_pair(pair: OrdinalPair, dst_size: tuple[int, int]) -> tuple[int, int, in
     return ya, xa, yb, xb  # a 1x1 target: nothing to nudge to
 
 
+def map_pairs(pairs, dst_size: tuple[int, int]) -> np.ndarray:
+    """Every pair's (ya, xa, yb, xb) at ``dst_size`` as an (n, 4) int64 array: :func:`map_pair` vectorised
+    (the pairs whose points land on one pixel take its nudge, one by one)."""
+    fields = np.array([(p.ya, p.xa, p.yb, p.xb, p.height, p.width) for p in pairs], dtype=np.int64).reshape(-1, 6)
+    ya, xa, yb, xb, height, width = fields.T
+    ys, xs = map_points(np.stack([ya, yb]), np.stack([xa, xb]), (height, width), dst_size)
+    points = np.stack([ys[0], xs[0], ys[1], xs[1]], axis=1)
+    for i in np.flatnonzero((points[:, 0] == points[:, 2]) & (points[:, 1] == points[:, 3])):
+        points[i] = map_pair(pairs[i], dst_size)
+    return points
+
+
 def write_annotations(path: str | os.PathLike, entries: list[tuple[str, OrdinalPair]]) -> Path:
     """Write ``(relative image path, pair)`` entries as a DIW CSV, atomically."""
     from mobiledepth.io import write_text_atomic

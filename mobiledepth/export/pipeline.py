@@ -348,6 +348,7 @@ def _build(source, size, chosen, calibration_data, build: Path, parity_images: i
     made = _Artifacts(build, reference, parity_set)
     made.qat = qat
     route_status = _run_routes(routes, graph, size, chosen, images, image_source, made, stage, warnings)
+    _fp16_rule(made.artifacts, source, deployed, size, parity_set, reference)
     config = {"model": source.name, "source": source.kind, "checkpoint": source.checkpoint, "seed": source.seed,
               "input_size": list(size), "precisions": chosen, "converters": routes, "calibration": image_source,
               "parity_images": len(parity_set), "spec": source.spec}
@@ -403,14 +404,15 @@ def _int8_bars(record: dict, build: Path, parity_set, qat, warnings: list[str], 
     """The recommended int8 artifact against its bars (mobiledepth.export.parity.INT8_BARS): ordinal agreement,
     int8/fp32 host latency (interleaved, same rounds) and WHDR on held-out data (``--eval-data``, else the data a
     QAT checkpoint was validated on)."""
-    from mobiledepth.export.parity import int8_bar_warnings, int8_bars
+    from mobiledepth.export.parity import INT8_LATENCY_THREADS, int8_bar_warnings, int8_bars, integer_warning
     from mobiledepth.export.routes import time_interleaved
 
     pick = {a["precision"]: a for a in record["artifacts"] if a["format"] == "tflite" and a.get("recommended", True)}
     int8, fp32 = pick["int8"], pick.get("fp32")
     ratio = whdr_fp32 = whdr_int8 = None
     if fp32 is not None:
-        fp32_ms, int8_ms = time_interleaved([build / fp32["path"], build / int8["path"]], parity_set[:1], passes=5)
+        fp32_ms, int8_ms = time_interleaved([build / fp32["path"], build / int8["path"]], parity_set[:1],
+                                            threads=INT8_LATENCY_THREADS, passes=7)
         ratio = int8_ms / fp32_ms
     held_out = (str(eval_data), "test") if eval_data is not None else (
         (qat[0]["data_path"], qat[0]["val_split"]) if qat is not None and Path(qat[0]["data_path"]).exists() else None)
@@ -418,7 +420,9 @@ def _int8_bars(record: dict, build: Path, parity_set, qat, warnings: list[str], 
         whdr_fp32, whdr_int8 = (_child_whdr(build / a["path"], *held_out, build) for a in (fp32, int8))
     bars = int8_bars(int8["parity"]["ordinal_agreement"], ratio, whdr_fp32, whdr_int8)
     warnings.extend(int8_bar_warnings(int8["path"], bars))
-    return {"artifact": int8["path"], **bars}
+    for art in (a for a in record["artifacts"] if "integer_ops" in a):
+        warnings.extend(filter(None, [integer_warning(art["path"], art["integer_ops"])]))
+    return {"artifact": int8["path"], "latency_threads": INT8_LATENCY_THREADS, **bars}
 
 
 def _child_whdr(path: Path, data: str, split: str, build: Path) -> float:
@@ -464,7 +468,12 @@ class _Artifacts:
         shutil.copyfile(produced, path)
         passes = _finish_tflite(path)
         parity = measure_parity(self.reference, TfliteRuntime(path)(self.parity_set), precision)
-        self.add(path, "tflite", precision, parity, _tflite_io(path), route)["graph_passes"] = passes
+        art = self.add(path, "tflite", precision, parity, _tflite_io(path), route)
+        art["graph_passes"] = passes
+        if precision == "int8":  # which ops stay float between QUANTIZE / DEQUANTIZE (issue 16)
+            from mobiledepth.export.tflite_passes import float_ops
+
+            art["integer_ops"] = float_ops(path.read_bytes())
 
 
 def _run_routes(routes, graph, size, chosen, images, image_source, made: _Artifacts, stage,
@@ -564,6 +573,22 @@ def _finish_tflite(path: Path) -> dict:
     return {"fold_transposed_concats": folded}
 
 
+def _fp16_rule(artifacts: list[dict], source, deployed, size, parity_set, reference) -> None:
+    """The fp16 artifacts' verdicts (``mobiledepth.export.parity.fp16_verdict``): a checkpoint's against its own
+    noise floor, measured once on the parity images; random weights' against the fixed bar."""
+    from mobiledepth.export.parity import PARITY_BARS, fp16_verdict, input_noise_response
+    from mobiledepth.export.runtimes import TorchRuntime
+
+    fp16 = [art for art in artifacts if art["precision"] == "fp16"]
+    if not fp16:
+        return
+    grey_levels = PARITY_BARS["fp16"].get("noise_grey_levels")
+    floor = (input_noise_response(TorchRuntime(deployed, size), parity_set, reference, grey_levels)
+             if source.checkpoint is not None and grey_levels else None)
+    for art in fp16:
+        art["parity"].update(fp16_verdict(art["parity"], floor))
+
+
 def _check_parity(record: dict, source, build: Path, warnings: list[str]) -> None:
     """Fail the export on a broken bar (writing the failed record first); warn on what is only reported.
     With several routes, an artifact that breaks its bar while another route's passes is dropped."""
@@ -590,8 +615,17 @@ def _check_parity(record: dict, source, build: Path, warnings: list[str]) -> Non
         worst = broken[0]
         raise StageFailed(
             f"{worst['path']} breaks parity with PyTorch (max error {worst['parity']['max_abs_err_rel']:.2e} of the output "
-            f"range, ordinal agreement {worst['parity']['ordinal_agreement']:.4f}; bar {worst['parity']['bar']}); "
+            f"range, ordinal agreement {worst['parity']['ordinal_agreement']:.4f}; "
+            f"bar {worst['parity'].get('limit', worst['parity']['bar'])}{_rule_words(worst['parity'])}); "
             "nothing was published" + _retry_hint(artifacts, broken))
+
+
+def _rule_words(parity: dict) -> str:
+    """', relative to the model's noise floor' for a bar that follows the ``noise_floor`` rule."""
+    if parity.get("rule") != "noise_floor":
+        return ""
+    return (f", relative to the model's own noise floor: ±{parity['noise_floor']['grey_levels']}/255 input noise moves "
+            f"it {parity['noise_floor']['max_abs_err_rel']:.2e}")
 
 
 def _drop_if_replaced(record: dict, art: dict, build: Path, warnings: list[str]) -> bool:

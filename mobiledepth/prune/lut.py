@@ -398,6 +398,7 @@ class BuildResult:
     time_s: float
     failures: list[str]
     calibrate_s: float = 0.0  # exporting and timing the whole-model variants of the graph correction
+    probe: TileProbe | None = None  # what --multiple auto measured and chose
 
 
 @dataclass
@@ -459,21 +460,156 @@ def _measure_missing(missing: list[Layer], cache: dict, cache_file: Path, device
         return convert_s, time.perf_counter() - start, failures
 
 
+# ----------------------------------------------------------------------------- channel tile (--multiple auto)
+TILE_CANDIDATES = (4, 8, 16, 32)          # tiles `--multiple auto` chooses from
+TILE_PROBE_CHANNELS = (4, 8, 12, 16, 24, 32, 40, 48)  # output channels the probe times
+TILE_TOLERANCE = 0.05                     # flat within, and each step above the last by more than, this (at least)
+
+
+def step_fits(times: dict[int, float], tile: int, tolerance: float = TILE_TOLERANCE) -> bool:
+    """Whether ``times`` (output channels -> µs) are a step function of ceil(c / tile): no c cheaper than its
+    step's widest probe (the step top) by more than ``tolerance`` — rounding a width up to the tile then costs
+    nothing — and every step top above the previous one by more than ``tolerance``; at least two steps must be
+    probed, or nothing was seen to rise. One-sided: a width *dearer* than its step top (measured here: 24 output
+    channels 1.33x the price of 32) is one more reason to stay on the tile, not a reason against it."""
+    steps: dict[int, list[int]] = {}
+    for channels in sorted(times):
+        steps.setdefault(-(-channels // tile), []).append(channels)
+    if len(steps) < 2:
+        return False
+    tops = [times[max(members)] for _, members in sorted(steps.items())]
+    flat = all(times[c] >= times[max(members)] * (1 - tolerance) for members in steps.values() for c in members)
+    return flat and all(high > low * (1 + tolerance) for low, high in zip(tops, tops[1:]))
+
+
+def channel_tile(times: dict[int, float], candidates=TILE_CANDIDATES, tolerance: float = TILE_TOLERANCE) -> int:
+    """The largest candidate tile T for which ``times`` are a step function of ceil(c / T) within
+    ``tolerance`` (:func:`step_fits`), else the smallest candidate."""
+    fitting = [tile for tile in candidates if step_fits(times, tile, tolerance)]
+    return max(fitting) if fitting else min(candidates)
+
+
+def _macs(layer: Layer) -> float:
+    return layer.h * layer.w * layer.kernel ** 2 * layer.channels[0] * layer.channels[1] / layer.stride ** 2
+
+
+def probe_layer(layers: list[Layer]) -> Layer:
+    """The layer the tile probe varies: the costliest (MACs) member of the model's costliest full-conv family
+    whose output channels pruning changes (its kernel, stride, activation, input size and input channels)."""
+    families: dict[str, list[Layer]] = {}
+    for layer in layers:
+        if layer.op == "conv" and layer.variable[1]:
+            families.setdefault(layer.family, []).append(layer)
+    if not families:
+        raise UserError("--multiple auto times a convolution whose output channels can be pruned, and this model "
+                        "has none; give --multiple N (e.g. 8)")
+    costliest = max(families.values(), key=lambda members: sum(map(_macs, members)))
+    return max(costliest, key=_macs)
+
+
+@dataclass
+class TileProbe:
+    """What ``--multiple auto`` measured and chose; stored in the table's meta (``multiple_probe``)."""
+
+    layer: dict                       # the probed conv (channels: its own); output channels varied
+    times_us: dict[int, float]        # output channels -> the table's statistic, ratio x reference in one session
+    intervals: dict[int, list[float]]  # output channels -> the ratio's 95 % CI, times the reference
+    tolerance: float                  # TILE_TOLERANCE, or the widest ratio CI half-width when wider
+    fits: dict[int, bool]             # candidate tile -> step_fits
+    tile: int
+    rounds: int
+    statistic: str
+    seconds: float = 0.0
+    reused: bool = False
+
+    def rule(self) -> str:
+        return (f"largest T in {sorted(self.fits)} for which no probe c is more than {self.tolerance * 100:.0f} % below "
+                f"t(ceil(c/T)*T) and each step is more than {self.tolerance * 100:.0f} % above the last, else the smallest")
+
+    def to_dict(self) -> dict:
+        return {"layer": self.layer, "channels": sorted(self.times_us), "times_us": self.times_us,
+                "intervals_us": self.intervals, "tolerance": self.tolerance, "fits": self.fits, "tile": self.tile,
+                "rule": self.rule(), "rounds": self.rounds, "statistic": self.statistic,
+                "timing": "interleaved in one session of the shared harness; ratio to the widest probe x its latency",
+                "seconds": round(self.seconds, 2), "reused": self.reused}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TileProbe":
+        return cls(data["layer"], {int(c): float(t) for c, t in data["times_us"].items()},
+                   {int(c): list(v) for c, v in data["intervals_us"].items()}, float(data["tolerance"]),
+                   {int(t): bool(f) for t, f in data["fits"].items()}, int(data["tile"]), int(data["rounds"]),
+                   data["statistic"], float(data.get("seconds", 0.0)), True)
+
+    def line(self) -> str:
+        """One line: what it chose and why."""
+        layer = Layer.from_dict(self.layer)
+        times = ", ".join(f"{c}: {t:.0f}" if t >= 100 else f"{c}: {t:.1f}" for c, t in sorted(self.times_us.items()))
+        verdict = (f"a step function of ceil(c/{self.tile}) within {self.tolerance * 100:.0f} %"
+                   if self.fits.get(self.tile) else
+                   f"no candidate tile's step function within {self.tolerance * 100:.0f} %, so the smallest")
+        fitted = ", ".join(f"{t} {'yes' if f else 'no'}" for t, f in sorted(self.fits.items()))
+        return (f"channel tile {self.tile}: conv k{layer.kernel}/s{layer.stride} {layer.h}x{layer.w}, "
+                f"{layer.channels[0]} in, {self.statistic} µs by output channels {times} is {verdict} "
+                f"(fits: {fitted}){' [from the cache]' if self.reused else ''}; --multiple {self.tile}")
+
+
+def probe_channel_tile(layers: list[Layer], cache: dict, cache_file: Path, device: str, delegate: str,
+                       threads: int, statistic: str, rounds: int = 10) -> TileProbe:
+    """Time the model's :func:`probe_layer` at :data:`TILE_PROBE_CHANNELS` output channels, interleaved in one
+    session of the shared harness on the table's runner, and choose the tile (:func:`channel_tile`). A probe of
+    the same layer and statistic in the cache (this runner's file) is reused; a new one is written there."""
+    base = probe_layer(layers)
+    key = f"{base.family}|cin{base.channels[0]}|{statistic}|c{'x'.join(map(str, TILE_PROBE_CHANNELS))}"
+    if key in cache.get("probes", {}):
+        return TileProbe.from_dict(cache["probes"][key])
+    start = time.perf_counter()
+    probes = {c: base.with_channels((base.channels[0], c)) for c in TILE_PROBE_CHANNELS}
+    with tempfile.TemporaryDirectory(prefix="mobiledepth-tile-") as tmp:
+        files = {c: Path(tmp) / f"c{c}.tflite" for c in probes}
+        _, failures = _convert([{"file": files[c].name, "layer": l.to_dict()} for c, l in probes.items()], Path(tmp), None)
+        if failures:
+            raise StageFailed(f"the channel-tile probe could not build {failures[0]}; give --multiple N instead of auto")
+        widest = max(files)
+        timing = time_against({str(c): files[c] for c in files if c != widest}, files[widest], device, delegate, threads,
+                              rounds=rounds, max_rounds=3 * rounds, precision=0.02,
+                              reduce=lambda block: statistic_of(block, statistic), reference_name=str(widest))
+    probe = _tile_probe(base, timing, widest, statistic)
+    probe.seconds = time.perf_counter() - start
+    cache.setdefault("probes", {})[key] = probe.to_dict()
+    write_json_atomic(cache_file, cache)
+    return probe
+
+
+def _tile_probe(base: Layer, timing: "SessionTiming", widest: int, statistic: str) -> TileProbe:
+    """The probe's times (each ratio to the widest probe x its latency), its noise and the chosen tile."""
+    times = {widest: timing.reference_us}
+    intervals = {widest: list(timing.absolute[str(widest)][1:])}
+    for name, ratio in timing.ratios.items():
+        scaled = ratio.scaled(timing.reference_us)
+        times[int(name)], intervals[int(name)] = scaled.ratio, [scaled.low, scaled.high]
+    tolerance = max([TILE_TOLERANCE] + [r.half_width for r in timing.ratios.values()])
+    fits = {tile: step_fits(times, tile, tolerance) for tile in TILE_CANDIDATES}
+    return TileProbe(base.to_dict(), dict(sorted(times.items())), dict(sorted(intervals.items())), tolerance, fits,
+                     channel_tile(times, TILE_CANDIDATES, tolerance), timing.rounds, statistic)
+
+
 CALIBRATE_AT = (1.0, 0.6, 0.4)  # uniform widths the graph correction is fitted on (validation holds out others)
 
 
 def build_lut(model: str | dict, input_size: tuple[int, int] | None = None, device: str = "host",
               delegate: str = "cpu", threads: int = 1, out: str | os.PathLike | None = None,
-              multiple: int = 8, points: int = 5, runs: int = 30, warmup: int = 5, chunk: int = 25,
+              multiple: int | str = 8, points: int = 5, runs: int = 30, warmup: int = 5, chunk: int = 25,
               cache_dir: str | os.PathLike | None = None, progress: ProgressFn | None = None,
               statistic: str = "median", calibrate_at=(),
               work_dir: str | os.PathLike | None = None) -> BuildResult:
     """Measure every grid point of the model's layer families not yet cached; write the table JSON; then,
     when ``calibrate_at`` names widths (``lut build``'s default: :data:`CALIBRATE_AT`), fit the graph
-    correction on whole-model width variants (exports: minutes; ``prune``'s on-the-fly table skips it)."""
+    correction on whole-model width variants (exports: minutes; ``prune``'s on-the-fly table skips it).
+    ``multiple="auto"``: the grid's multiple is the target's channel tile, measured first (:func:`probe_channel_tile`)."""
     statistic_of([1.0], statistic)  # reject an unknown statistic before any work
-    if multiple < 1 or points < 2:
-        raise UserError(f"--multiple must be >= 1 and --points >= 2 (got {multiple}, {points})")
+    auto = multiple == "auto"
+    if (not auto and (not isinstance(multiple, int) or multiple < 1)) or points < 2:
+        raise UserError(f"--multiple must be 'auto' or >= 1 and --points >= 2 (got {multiple}, {points})")
     target = lut_target(model, input_size)
     size = target.size
     identity = runtime_identity(device, delegate, threads)
@@ -481,6 +617,8 @@ def build_lut(model: str | dict, input_size: tuple[int, int] | None = None, devi
     cache_dir.mkdir(parents=True, exist_ok=True)
     cache_file = _cache_path(cache_dir, identity)
     cache = _read_cache(cache_file, identity)
+    probe = _auto_multiple(target, cache, cache_file, identity, statistic, progress) if auto else None
+    multiple = probe.tile if probe else multiple
     grid = family_grid(target.layers, multiple, points)
     wanted = [NULL_LAYER] + [layer for layers in grid.values() for layer in layers]
     wanted = list({layer.key: layer for layer in wanted}.values())
@@ -499,15 +637,32 @@ def build_lut(model: str | dict, input_size: tuple[int, int] | None = None, devi
         **identity, "input_size": list(size), "model": target.name, "spec_hash": target.model_hash,
         "layer_source": target.layer_source,
         "multiple": multiple, "points": points, "runs": runs, "warmup": warmup, "statistic": statistic,
+        **({"multiple_probe": probe.to_dict()} if probe else {}),
         "builder": "tensorflow TFLiteConverter.from_concrete_functions (single-layer models)",
-        "build_s": {"convert": round(convert_s, 2), "time": round(time_s, 2)},
+        "build_s": {"convert": round(convert_s, 2), "time": round(time_s, 2),
+                    **({"probe": 0.0 if probe.reused else round(probe.seconds, 2)} if probe else {})},
         "entries": entries,
     }
     path = Path(out) if out else Path("runs") / "lut" / f"{_file_name(target.name)}-{size[0]}x{size[1]}-{device}-{delegate}.json"
     write_json_atomic(path, table)
     calibrate_s = _calibrate_build(path, target, calibrate_at, work_dir, progress)
     return BuildResult(path, load_table(path), len(missing), len(wanted) - len(missing), convert_s, time_s, failures,
-                       calibrate_s)
+                       calibrate_s, probe)
+
+
+def _auto_multiple(target: LutTarget, cache: dict, cache_file: Path, identity: dict, statistic: str,
+                   progress: ProgressFn | None) -> TileProbe:
+    """``--multiple auto``: the channel tile probed on the table's runner, announced in one progress line."""
+    if progress:
+        layer = probe_layer(target.layers)
+        progress(Progress("probe", "start", detail=f"probing the channel tile on {identity['device']}: conv "
+                          f"k{layer.kernel}/s{layer.stride} at {layer.h}x{layer.w}, {layer.channels[0]} in, "
+                          f"{len(TILE_PROBE_CHANNELS)} output widths interleaved"))
+    probe = probe_channel_tile(target.layers, cache, cache_file, identity["device"], identity["delegate"],
+                               identity["threads"], statistic)
+    if progress:
+        progress(Progress("probe", "done", seconds=probe.seconds, detail=probe.line()))
+    return probe
 
 
 def _file_name(name: str) -> str:
@@ -743,23 +898,49 @@ def exported_factory(ref: str, model_hash: str, size: tuple[int, int], work: Pat
     return key, found
 
 
+def random_group_widths(graph, count: int, multiple: int, seed: int = 0) -> list[dict[str, int]]:
+    """``count`` random width choices for a channel graph (``arch.graph.ChannelGraph``), seeded: every prunable
+    group at a multiple of ``multiple`` up to its width, drawn uniformly (a group narrower than ``multiple`` stays)."""
+    rng = random.Random(seed)
+    return [{g.name: rng.choice(range(multiple, g.width + 1, multiple)) if g.width >= multiple else g.width
+             for g in graph.prunable()} for _ in range(count)]
+
+
 def factory_variants(ref: str, size: tuple[int, int], multipliers, multiple: int, work: Path,
-                     progress: ProgressFn | None = None) -> list[TimedVariant]:
-    """A factory model (the reference, "uniform x1") and its uniform width variants: every prunable channel
-    group cut by Torch-Pruning's magnitude pruner (``prune.graph.uniform_prune``), each exported once."""
+                     progress: ProgressFn | None = None, random_count: int = 0, seed: int = 0) -> list[TimedVariant]:
+    """A factory model (the reference, "uniform x1"), its uniform width variants (every prunable channel group cut
+    by Torch-Pruning's magnitude pruner, ``prune.graph.uniform_prune``) and ``random_count`` random per-group
+    width variants (:func:`random_group_widths`, seeded by ``seed``; cut keeping the channels of highest
+    magnitude), each exported once."""
     from mobiledepth.arch.resolve import resolve_model
-    from mobiledepth.prune.graph import uniform_prune
+    from mobiledepth.prune.graph import build_graph, group_widths, prune_to_widths, uniform_prune
+
+    def uniform(m: float):
+        return lambda model: uniform_prune(model, 1.0 - m, multiple, size) if m < 1.0 else None
+
+    def cut_to(widths: dict[str, int]):
+        return lambda model: group_widths(prune_to_widths(model, widths, size), size)
+
+    cuts = [(f"uniform x{m:g}", uniform(m)) for m in (1.0,) + tuple(m for m in multipliers if m != 1.0)]
+    if random_count:
+        graph = build_graph(resolve_model(ref).model, size)
+        cuts += [(f"random #{i + 1}", cut_to(widths))
+                 for i, widths in enumerate(random_group_widths(graph, random_count, multiple, seed))]
+    return [_factory_variant(ref, size, name, cut, work, progress) for name, cut in cuts]
+
+
+def _factory_variant(ref: str, size: tuple[int, int], name: str, cut, work: Path, progress) -> TimedVariant:
+    """One factory variant: a fresh model, ``cut(model)`` in place (returns its group widths, or None for the
+    uncut model), exported once into ``work``, with its traced layers."""
+    from mobiledepth.arch.resolve import resolve_model
     from mobiledepth.prune.subject import deployed_layers
 
-    out = []
-    for m in (1.0,) + tuple(m for m in multipliers if m != 1.0):
-        resolved = resolve_model(ref)
-        widths = uniform_prune(resolved.model, 1.0 - m, multiple, size) if m < 1.0 else None
-        if progress:
-            progress(Progress("export", "start", detail=f"exporting {ref} x{m:g} (or reusing its export)"))
-        key, tflite = exported_factory(ref, resolved.spec_hash, size, work, widths, resolved.model)
-        out.append(TimedVariant(f"uniform x{m:g}", key, widths or {}, deployed_layers(resolved.model, size), tflite))
-    return out
+    resolved = resolve_model(ref)
+    widths = cut(resolved.model)
+    if progress:
+        progress(Progress("export", "start", detail=f"exporting {ref} {name} (or reusing its export)"))
+    key, tflite = exported_factory(ref, resolved.spec_hash, size, work, widths, resolved.model)
+    return TimedVariant(name, key, widths or {}, deployed_layers(resolved.model, size), tflite)
 
 
 def variants_dir(table_path: str | os.PathLike) -> Path:
@@ -914,8 +1095,8 @@ def validate_lut(table_path: str | os.PathLike, model: str | dict | None = None,
     size = tuple(meta["input_size"])
     work = Path(work_dir) if work_dir else variants_dir(table_path)
     work.mkdir(parents=True, exist_ok=True)
-    if is_factory_ref(model):  # uniform variants only (random per-group widths: not yet)
-        variants = factory_variants(model, size, multipliers, meta["multiple"], work, progress)
+    if is_factory_ref(model):
+        variants = factory_variants(model, size, multipliers, meta["multiple"], work, progress, random_count, seed)
     else:
         spec = resolve_spec(model) if model else spec_from_record(meta["model"], f"lookup table {table_path}")
         variants = spec_variants(spec, size, multipliers, random_count, meta["multiple"], seed, work, progress)

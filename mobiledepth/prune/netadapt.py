@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from mobiledepth.prune.workers import check_compute
 PRUNE_RECORD = "prune.json"
 CHOICE_RULES = ("accuracy", "loss-per-ms")
 HALVINGS = 8  # when no group can make the scheduled step, halve the step up to this many times
+DEFAULT_MULTIPLE = 8  # a table's multiple when it records none (and the multiple of a table prune builds itself)
 
 @dataclass
 class PruneSettings:
@@ -58,7 +59,7 @@ class PruneSettings:
     workers: int | None = 1  # proposal worker processes (None: one per GPU on CUDA, else 1; see prune.workers)
     train_device: str = "auto"  # where fine-tunes and held-out WHDR run: auto|cpu|cuda|cuda:N|mps (not --device)
     precision: str = "auto"  # the fine-tunes' mixed precision: auto|fp32|bf16|fp16 (compute.device)
-    multiple: int = 8
+    multiple: int | None = None  # widths stay multiples of this (None: the lookup table's own ``multiple``)
     min_width: int = 8
     batch_size: int = 4
     lr: float = 1e-4
@@ -69,17 +70,19 @@ class PruneSettings:
     measure_runs: int = 50   # timed runs of the final benchmark (bench.json)
     measure_rounds: int = 20  # interleaved rounds (candidate vs the unpruned reference) before the first look
     max_measure_rounds: int = 200  # ... and at most, while the decision is unclear
-    seed: int = 0
+    seed: int = 0  # seeds the fine-tunes (short- and long-term)
     proposal_timeout_s: float | None = None
     measure: bool = True  # export + time on the device when the estimate meets the budget
     choose: str = "accuracy"  # or "loss-per-ms" (choose_proposal)
+    min_proposals: int = 3  # halve the step while fewer groups than this (of those still cuttable) can make it
     statistic: str | None = None  # the lookup table's latency statistic (set when the run starts)
 
     @classmethod
     def from_record(cls, saved: dict) -> PruneSettings:
-        """Settings as prune.json stores them (runs from before ``choose`` chose by accuracy)."""
+        """Settings as prune.json stores them (runs from before ``choose`` chose by accuracy, runs from before
+        ``min_proposals`` went on with one proposal)."""
         known = {f.name for f in fields(cls)}
-        return cls(**{"choose": "accuracy", **{k: v for k, v in saved.items() if k in known}})
+        return cls(**{"choose": "accuracy", "min_proposals": 1, **{k: v for k, v in saved.items() if k in known}})
 
     def to_record(self) -> dict:
         """The JSON form stored in prune.json (sizes as lists)."""
@@ -120,8 +123,10 @@ def check_settings(s: PruneSettings) -> None:
     if s.short_term_steps < 0 or s.long_term_steps < 0:
         raise UserError("--short-term-steps and --long-term-steps must be >= 0")
     check_compute(s.train_device, s.precision, s.workers)  # the device is there, the workers fit it
-    if s.multiple < 1 or s.min_width < 1:
+    if (s.multiple is not None and s.multiple < 1) or s.min_width < 1:
         raise UserError("--multiple and --min-width must be at least 1")
+    if s.min_proposals < 1:
+        raise UserError(f"--min-proposals must be at least 1 (got {s.min_proposals})")
     if s.choose not in CHOICE_RULES:
         raise UserError(f"--choose must be one of {', '.join(CHOICE_RULES)} (got {s.choose!r})")
 
@@ -143,8 +148,8 @@ def candidate_width(table, subject, group, lut_target_us: float, multiple: int, 
                     input_size) -> tuple[int, float] | None:
     """The widest allowed width (< current) whose estimate meets the target, with that estimate.
 
-    Widths are tried from the top; for a subject whose every estimate traces a model (``bisect``: a
-    ``module:factory`` model) the range is halved instead, taking the estimate as non-increasing in the width."""
+    Widths are tried from the top; for a subject with ``bisect`` (a ``module:factory`` model, whose layer lists
+    are dearer to make) the range is halved instead, taking the estimate as non-increasing in the width."""
     top = (group.width - 1) // multiple * multiple
     widths = [w for w in range(top, max(min_width, multiple) - 1, -multiple) if subject.allowed({group.name: w})]
 
@@ -350,6 +355,7 @@ class Run:
     settings: PruneSettings
     record: dict
     table: Any
+    width_maps: dict = field(default_factory=dict, repr=False)  # a factory model's WidthMaps, shared by its iterations
 
     @property
     def last(self) -> dict:
@@ -419,12 +425,28 @@ def _table_for(settings: PruneSettings, subject, notify: ProgressFn):
                                           "delegate": settings.delegate}))
     model = subject.spec if subject.kind == "spec" else subject.factory
     built = build_lut(model, tuple(settings.input_size) if settings.input_size else None, settings.device,
-                      settings.delegate, settings.threads)
+                      settings.delegate, settings.threads, multiple=settings.multiple or DEFAULT_MULTIPLE)
     return built.table
 
 
+def table_multiple(table) -> int:
+    """The channel step of the table's grid (``lut build --multiple``)."""
+    return int(table.meta.get("multiple") or DEFAULT_MULTIPLE)
+
+
+def off_grid_warning(multiple: int, table) -> str | None:
+    """One line when widths on ``multiple`` fall between the table's grid multiples (e.g. 8 on a 16 grid)."""
+    grid = table_multiple(table)
+    if multiple % grid == 0:
+        return None
+    return (f"--multiple {multiple} is finer than the lookup table's multiple {grid}: estimates of widths between "
+            f"its grid points are interpolated (a kernel that computes channels in tiles of {grid} does not follow "
+            f"that line); leave --multiple out to use {grid}")
+
+
 def _resolved(settings: PruneSettings, table) -> PruneSettings:
-    """The settings with the table's path, sizes and statistic, after checking the table fits them."""
+    """The settings with the table's path, sizes, statistic and (unless given) multiple, after checking the table
+    fits them."""
     meta = table.meta
     if (meta["device"], meta["delegate"]) != (settings.device, settings.delegate):
         raise UserError(f"the lookup table {table.path} was measured on {meta['device']}/{meta['delegate']}, not "
@@ -435,7 +457,8 @@ def _resolved(settings: PruneSettings, table) -> PruneSettings:
         raise UserError(f"the lookup table is for {meta['input_size'][0]}x{meta['input_size'][1]}, not "
                         f"{size[0]}x{size[1]}; build a table at the deploy size")
     return replace(settings, lut=settings.lut or str(table.path), input_size=size,
-                   train_input_size=list(settings.train_input_size or size), statistic=table.statistic)
+                   train_input_size=list(settings.train_input_size or size), statistic=table.statistic,
+                   multiple=settings.multiple or table_multiple(table))
 
 
 def _check_reachable(settings: PruneSettings, table, subject) -> tuple[float, float]:
@@ -500,6 +523,9 @@ def start(settings: PruneSettings, out: str | os.PathLike | None = None, notify:
         subject.graph()  # a model with nothing to prune stops here, in one line
     table = _table_for(settings, subject, notify)
     settings = _resolved(settings, table)
+    warning = off_grid_warning(settings.multiple, table)
+    if warning:
+        notify(Progress("prune", "warning", detail=warning))
     estimate0, floor = _check_reachable(settings, table, subject)
     first = _first_iteration(run_dir, subject, settings, notify)
     record = new_record(
@@ -513,10 +539,10 @@ def start(settings: PruneSettings, out: str | os.PathLike | None = None, notify:
                             "(timed interleaved in one session) is <= the target ratio; --target-ms is "
                             "converted through the reference's latency measured in that session"},
         input_size=settings.input_size, lut={"path": settings.lut, "runtime": table.meta.get("runtime")},
-        settings=settings.to_record(), floor_ms=floor,
+        settings=settings.to_record(), floor_ms=floor, warnings=[warning] if warning else [],
         iterations=[{**first, "estimated_ms": estimate0, "widths": subject.widths(), "finished_at": _now()}],
     )
-    run = Run(run_dir, settings, record, table)
+    run = Run(run_dir, settings, record, table, getattr(subject, "width_maps", {}))  # a factory's probes, kept
     run.save()
     notify(Progress("prune", "iteration", info=run.last))
     return run
@@ -525,9 +551,10 @@ def start(settings: PruneSettings, out: str | os.PathLike | None = None, notify:
 # ----------------------------------------------------------------------------- resume
 def apply_resume_overrides(settings: PruneSettings, run_dir: str | os.PathLike, workers: int | None = None,
                            choose: str | None = None, train_device: str | None = None,
-                           precision: str | None = None) -> PruneSettings:
-    """A resume may change ``workers`` and where it computes (``train_device``, ``precision``; kept when not
-    given, and checked again on this machine); a different ``choose`` would mix two rules in one run."""
+                           precision: str | None = None, seed: int | None = None) -> PruneSettings:
+    """A resume may change ``workers``, where it computes (``train_device``, ``precision``; kept when not
+    given, and checked again on this machine) and the fine-tunes' ``seed`` (kept when not given); a different
+    ``choose`` would mix two rules in one run."""
     if choose is not None and choose != settings.choose:
         raise UserError(f"{run_dir} chooses proposals by {settings.choose}; resume it without --choose "
                         f"(or start a new run with --choose {choose})")
@@ -535,13 +562,14 @@ def apply_resume_overrides(settings: PruneSettings, run_dir: str | os.PathLike, 
         _check_workers(workers)
         settings = replace(settings, workers=workers)
     settings = replace(settings, train_device=train_device or settings.train_device,
-                       precision=precision or settings.precision)
+                       precision=precision or settings.precision, seed=settings.seed if seed is None else int(seed))
     check_compute(settings.train_device, settings.precision, settings.workers)
     return settings
 
 
 def reopen(run_dir: str | os.PathLike, workers: int | None = None, choose: str | None = None,
-           train_device: str | None = None, precision: str | None = None, model: str | None = None) -> Run:
+           train_device: str | None = None, precision: str | None = None, model: str | None = None,
+           seed: int | None = None) -> Run:
     """The run saved in ``run_dir``, ready to iterate (``workers`` and the device may change, ``choose`` may not).
 
     A run of a ``module:factory`` model needs ``model``, the same reference given again: prune.json is a file,
@@ -555,7 +583,7 @@ def reopen(run_dir: str | os.PathLike, workers: int | None = None, choose: str |
         raise UserError(f"{run_dir} holds no readable {PRUNE_RECORD}; "
                         "pass the run directory of a 'mobiledepth prune' run") from None
     settings = apply_resume_overrides(PruneSettings.from_record(record["settings"]), run_dir, workers, choose,
-                                      train_device, precision)
+                                      train_device, precision, seed)
     if factory_ref(settings) and model != settings.model:
         raise UserError(f"{run_dir} prunes the factory {settings.model}, which a file may not run; "
                         f"pass --resume {run_dir} --model {settings.model} to confirm it")
@@ -594,19 +622,28 @@ def _candidates(run: Run, subject, lut_target_us: float) -> list[tuple[str, int,
 def plan_cuts(run: Run, subject, i: int) -> tuple[float, list[tuple[str, int, float]]]:
     """Iteration ``i``'s LUT target (µs) and the cuts that meet it.
 
-    The scheduled step is ``initial_reduction * R0 * decay**(i-1)``; when no single group can make
-    it, the step is halved (up to HALVINGS times) rather than stall: late in a run every group is
-    thin and cuts are small."""
+    The scheduled step is ``initial_reduction * R0 * decay**(i-1)``. When fewer than ``min_proposals``
+    groups (or than the groups still cuttable, if fewer) can make it alone, the step is halved (up to
+    HALVINGS times): with one or two proposals NetAdapt has no choice to make (measured: 10 % steps on
+    the paper model left 1-2 of 26 groups, the same path in every seed), and late in a run every group
+    is thin and cuts are small."""
     step0 = run.settings.initial_reduction * run.latency_ratio(run.first)
     target_i = run.latency_ratio(run.last) - step0 * run.settings.decay ** (i - 1)
     lut_target_us = (target_i - run.correction()) * run.first["estimated_ms"] * 1000.0
     current_us = run.last["estimated_ms"] * 1000.0
+    wanted = min(run.settings.min_proposals, len(cuttable_groups(subject, run.settings)))
     for _ in range(HALVINGS):
         cuts = _candidates(run, subject, lut_target_us)
-        if cuts:
+        if cuts and len(cuts) >= wanted:
             return lut_target_us, cuts
         lut_target_us = current_us - (current_us - lut_target_us) / 2
     return lut_target_us, _candidates(run, subject, lut_target_us)
+
+
+def cuttable_groups(subject, settings: PruneSettings) -> list[str]:
+    """The prunable groups still wider than the narrowest width allowed (they have a cut left)."""
+    floor = max(settings.min_width, settings.multiple)
+    return [g.name for g in subject.groups() if g.prunable and g.width > floor]
 
 
 def _proposal_jobs(run: Run, i: int, cuts: list[tuple[str, int, float]]) -> list[dict]:
@@ -674,6 +711,8 @@ def step(run: Run, notify: ProgressFn = silent) -> dict:
     i = run.last["iteration"] + 1
     _check_can_continue(run, i)
     subject = open_checkpoint(run.run_dir / run.last["checkpoint"], run.settings)
+    if subject.kind == "factory":
+        subject.width_maps = run.width_maps  # one probe per group per run, not per iteration
     lut_target_us, cuts = plan_cuts(run, subject, i)
     target_i = lut_target_us / 1000.0 / run.first["estimated_ms"] + run.correction()
     if not cuts:
@@ -810,13 +849,14 @@ def prune(settings: PruneSettings, out: str | os.PathLike | None = None,
 
 def resume(run_dir: str | os.PathLike, workers: int | None = None, choose: str | None = None,
            store: str | os.PathLike | None | bool = False, progress: ProgressFn | None = None,
-           train_device: str | None = None, precision: str | None = None, model: str | None = None) -> PruneResult:
-    """Continue the run saved in ``run_dir`` where it stopped (``workers`` and the device may change; ``choose``
-    must not; ``model``: a factory run's ``module:factory``, given again)."""
+           train_device: str | None = None, precision: str | None = None, model: str | None = None,
+           seed: int | None = None) -> PruneResult:
+    """Continue the run saved in ``run_dir`` where it stopped (``workers``, the device and ``seed`` may change;
+    ``choose`` must not; ``model``: a factory run's ``module:factory``, given again)."""
     from mobiledepth.store import check_store_choice
 
     check_store_choice(store)
     notify = progress or silent
-    run = reopen(run_dir, workers, choose, train_device, precision, model)
+    run = reopen(run_dir, workers, choose, train_device, precision, model, seed)
     iterate(run, notify)
     return finish(run, store, notify)

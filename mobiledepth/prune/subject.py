@@ -104,8 +104,11 @@ class FactorySubject:
     fingerprint: str
     trace_size: tuple[int, int] | None = None
     kind: str = "factory"
-    bisect: bool = True  # every estimate traces a model: search the widths by halving
+    bisect: bool = True  # estimates are monotone in the width: search the widths by halving
     _graph: object = field(default=None, repr=False)
+    # (size, group) -> WidthMap, or None (trace instead): true of every checkpoint of the model, so a run shares one
+    width_maps: dict = field(default_factory=dict, repr=False)
+    _traces: dict = field(default_factory=dict, repr=False)  # (size, widths) -> traced layers of the cut model
 
     @property
     def name(self) -> str:
@@ -129,12 +132,48 @@ class FactorySubject:
         return self.graph().widths()
 
     def estimate(self, table, widths: dict[str, int] | None = None, input_size=None):
+        return table.estimate_layers(self.layers(widths or {}, tuple(input_size or table.meta["input_size"])))
+
+    def layers(self, widths: dict[str, int], size: tuple[int, int]) -> list:
+        """The deployed layers (as the table keys them) of the model with some groups at ``widths``: the uncut
+        trace with each cut group's channel counts substituted (:func:`~mobiledepth.prune.traced_layers.substitute`,
+        one probe trace per group), or the cut model traced where substitution is not known to be exact."""
+        from mobiledepth.prune.graph import check_widths
+        from mobiledepth.prune.traced_layers import substitute
+
+        check_widths(self.graph(), widths)
+        current = self.widths()
+        cut = {name: int(width) for name, width in widths.items() if int(width) != current[name]}
+        if not cut:
+            return self.traced(size)
+        maps = {name: self._width_map(name, size) for name in cut}
+        changes = {name: width - current[name] for name, width in cut.items()}
+        substituted = substitute(self.traced(size), maps, changes) if all(maps.values()) else None
+        return substituted if substituted is not None else self.traced(size, cut)
+
+    def traced(self, size: tuple[int, int], widths: dict[str, int] | None = None) -> list:
+        """The deployed layers of a copy of the model cut to ``widths`` (first channels kept: shapes are all an
+        estimate needs), traced once per widths and size."""
         from mobiledepth.prune.graph import rebuild
 
-        model = copy.deepcopy(self.model)
-        if widths:
-            rebuild(model, widths, self.trace_size)
-        return table.estimate_layers(deployed_layers(model, tuple(input_size or table.meta["input_size"])))
+        key = (tuple(size), tuple(sorted((widths or {}).items())))
+        if key not in self._traces:
+            model = copy.deepcopy(self.model)
+            if widths:
+                rebuild(model, widths, self.trace_size)
+            self._traces[key] = deployed_layers(model, tuple(size))
+        return self._traces[key]
+
+    def _width_map(self, name: str, size: tuple[int, int]):
+        """How group ``name``'s width moves the layers' channel counts, from one probe trace at half its width."""
+        from mobiledepth.prune.traced_layers import width_map
+
+        key = (tuple(size), name)
+        if key not in self.width_maps:
+            width = self.widths()[name]
+            probe = max(1, width // 2)
+            self.width_maps[key] = width_map(self.traced(size), self.traced(size, {name: probe}), width, probe)
+        return self.width_maps[key]
 
     def allowed(self, widths: dict[str, int]) -> bool:
         return True  # the graph ties what must stay equal; no width adds or removes a layer

@@ -29,6 +29,7 @@ the depth output (through channel-preserving layers), as in :func:`network_layer
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from mobiledepth.errors import UserError
 from mobiledepth.prune.layers import Layer
@@ -346,3 +347,41 @@ def traced_layers(model, input_size: tuple[int, int]) -> list[Layer]:
                         "replace them with supported ones or time the model end to end (docs/prune.md)")
     fixed = _fixed_tensors(trace, trace.root(out))
     return [_layer(node, index, trace, fixed) for index, node in enumerate(trace.nodes)]
+
+
+@dataclass(frozen=True)
+class WidthMap:
+    """How one channel group's width moves the channel counts of a traced layer list: every channel dim of every
+    layer changes by ``slope × (change of the group's width)`` (0 for dims the group does not reach, 1 for a conv's
+    output, 2 for a concat fed by the group twice, ...). Channel counts are affine in the group widths, so the
+    slopes hold at any widths of the other groups: one map serves every checkpoint of a model."""
+
+    slopes: tuple[tuple[Fraction, ...], ...]
+
+
+def width_map(base: list[Layer], probe: list[Layer], width: int, probe_width: int) -> WidthMap | None:
+    """The :class:`WidthMap` read off two traces of one model, uncut (``base``, the group at ``width``) and with
+    one group cut to ``probe_width`` (``probe``); None when the cut changed anything but channel counts (a layer
+    more or less, another op, size or fusion), so that substitution would not be exact."""
+    if len(base) != len(probe) or probe_width == width:
+        return None
+    if any(a.family != b.family or a.variable != b.variable for a, b in zip(base, probe)):
+        return None
+    step = probe_width - width
+    return WidthMap(tuple(tuple(Fraction(cb - ca, step) for ca, cb in zip(a.channels, b.channels))
+                          for a, b in zip(base, probe)))
+
+
+def substitute(base: list[Layer], maps: dict[str, WidthMap], changes: dict[str, int]) -> list[Layer] | None:
+    """``base`` (a traced layer list) with each group of ``changes`` (name -> new width minus the width in ``base``)
+    moved by its :class:`WidthMap`; None when a count would not be a whole positive number (trace instead)."""
+    out = []
+    for index, layer in enumerate(base):
+        channels = []
+        for dim, count in enumerate(layer.channels):
+            value = count + sum(maps[name].slopes[index][dim] * change for name, change in changes.items())
+            if value.denominator != 1 or value < 1:
+                return None
+            channels.append(int(value))
+        out.append(layer.with_channels(tuple(channels)))
+    return out

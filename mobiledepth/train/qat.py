@@ -3,8 +3,10 @@
 ``mobiledepth train --qat --model RUN/model.pt --data DIR --out QAT_RUN`` (docs/train.md):
 
 1. the trained checkpoint's deployed graph (heads stripped; the export's exact rewrites when the
-   caller passes them, so the fake quantisation sees the very graph that is converted) is captured
-   with ``torch.export`` (dynamic batch), its BatchNorms folded into the convolutions;
+   caller passes them, so the fake quantisation sees the very graph that is converted; every
+   ``ConvTranspose2d`` phase-split into a Conv2d and a pixel shuffle, which the converter keeps integer
+   where it keeps a TRANSPOSE_CONV in float) is captured with ``torch.export`` (dynamic batch), its
+   BatchNorms folded into the convolutions;
 2. ``torchao.quantization.pt2e.prepare_qat_pt2e`` inserts fake quantisation with litert-torch's
    ``PT2EQuantizer`` symmetric config (SPEC §10): int8 per-channel symmetric weights, int8
    per-tensor activations — the scheme litert-torch lowers to full-integer TFLite;
@@ -35,7 +37,8 @@ from mobiledepth.progress import Progress, ProgressFn, silent
 from mobiledepth.arch.checkpoint import QAT_FORMAT
 
 SCHEME = ("PT2E QAT, litert-torch PT2EQuantizer symmetric config: int8 per-channel symmetric weights, "
-          "int8 per-tensor affine activations; BatchNorm folded before preparation")
+          "int8 per-tensor affine activations; BatchNorm folded before preparation; ConvTranspose2d phase-split "
+          "into Conv2d + pixel shuffle")
 
 
 @dataclass(frozen=True)
@@ -68,16 +71,19 @@ class QatResult:
     val_whdr_qat: float | None
 
 
-def parent_checkpoint(ref) -> Path:
-    """The trained checkpoint ``--qat`` fine-tunes: an existing mobiledepth checkpoint file, not a QAT one."""
+def parent_checkpoint(ref, checkpoint=None) -> Path:
+    """The trained checkpoint ``--qat`` fine-tunes: ``--model RUN/model.pt``, or ``--model module:factory
+    --checkpoint C`` for your own model; an existing checkpoint file, not a QAT one."""
     from mobiledepth.arch.checkpoint import read_checkpoint
 
-    path = Path(str(ref))
+    path = Path(str(checkpoint if checkpoint is not None else ref))
     if not path.is_file():
-        raise UserError(f"--qat fine-tunes a trained checkpoint, and '{ref}' is not one (a zoo name, spec or missing "
-                        "file); train the model first and pass --model RUN/model.pt")
+        named = f"'{checkpoint}' (--checkpoint)" if checkpoint is not None else f"'{ref}'"
+        raise UserError(f"--qat fine-tunes a trained checkpoint, and {named} is not one (a zoo name, spec or missing "
+                        "file); train the model first and pass --model RUN/model.pt (your own model: --model "
+                        "module:factory --checkpoint RUN/model.pt)")
     data = read_checkpoint(path)
-    if data.get("spec") is None:
+    if data.get("spec") is None and checkpoint is None and not (data.get("meta") or {}).get("factory"):
         raise UserError(f"--qat: checkpoint {path} stores no spec (a bare state_dict); pass a checkpoint written "
                         "by 'mobiledepth train' (RUN/model.pt)")
     if (data.get("meta") or {}).get("qat"):
@@ -129,6 +135,103 @@ def untie_conv_weights(captured) -> int:
     return untied
 
 
+def remove_dropout(captured) -> int:
+    """Take every dropout out of the captured graph (its input flows on); returns how many were removed.
+
+    torchao's ``move_exported_model_to_train`` rewrites each dropout of an exported graph into a training-mode
+    dropout of p = 0.5 whatever the model's p was (measured on MONAI's BasicUNet, whose 18 dropouts are p = 0:
+    calibration and fine-tuning then ran with half the activations dropped, and the fake-quantised graph kept
+    0.94 of the pixel-pair order instead of 0.993). The deployed graph has no dropout, and QAT is a short
+    distillation of it, so none is kept."""
+    removed = 0
+    for node in list(captured.graph.nodes):
+        if node.op == "call_function" and node.target == torch.ops.aten.dropout.default:  # what eval capture gives
+            node.replace_all_uses_with(node.args[0])
+            captured.graph.erase_node(node)
+            removed += 1
+    if removed:
+        captured.graph.eliminate_dead_code()
+        captured.recompile()
+    return removed
+
+
+# ``phase_split_transposed_convs`` (issue 16): litert-torch's PT2E path keeps a quantised ConvTranspose2d in
+# float (the LiteRT converter, litert-converter 0.5, folds its dequantised weight into a float TRANSPOSE_CONV
+# with a DEQUANTIZE / QUANTIZE pair around it, per-channel or per-tensor alike; docs/export.md, "int8 bars and
+# QAT"). A transposed convolution of stride s is s x s ordinary convolutions of its input, one per output phase,
+# interleaved: output row t = s * q + r (before cropping the padding) sums input rows q - m with kernel row
+# r + s * m. So one Conv2d of s * s * cout channels (kernel ceil(k / s), the taps flipped) and a pixel shuffle
+# compute it exactly, and litert-torch lowers both to integer kernels (CONV_2D; RESHAPE / TRANSPOSE). QAT splits
+# the graph it fake-quantises (``prepare_graph``), so the int8 program fine-tunes and deploys the split form; the
+# fp32 / fp16 exports keep the TRANSPOSE_CONV.
+class PhaseSplitConvTranspose2d(torch.nn.Module):
+    """The int8 form of a ``ConvTranspose2d`` (groups 1, dilation 1): pad → conv → pixel shuffle → crop."""
+
+    def __init__(self, tconv: torch.nn.ConvTranspose2d):
+        super().__init__()
+        if tconv.groups != 1 or tconv.dilation != (1, 1) or tconv.padding_mode != "zeros":
+            raise ValueError("phase splitting needs an ungrouped, undilated, zero-padded transposed convolution")
+        self.stride, self.padding, self.kernel = tconv.stride, tconv.padding, tconv.kernel_size
+        self.output_padding = tconv.output_padding
+        taps = [-(-k // s) for k, s in zip(self.kernel, self.stride)]  # ceil(k / s) per dimension
+        # pad left/top by taps - 1; right/bottom so that every output row the crop keeps is computed
+        extra = [max(t - 1, -(-(k + o - p) // s) - 1) for t, k, o, p, s
+                 in zip(taps, self.kernel, self.output_padding, self.padding, self.stride)]
+        self.pads = (taps[1] - 1, extra[1], taps[0] - 1, extra[0])
+        self.conv = torch.nn.Conv2d(tconv.in_channels, tconv.out_channels * self.stride[0] * self.stride[1], taps,
+                                    bias=tconv.bias is not None)
+        self.conv.weight.data.copy_(self._phase_weight(tconv.weight.detach(), taps))
+        if tconv.bias is not None:  # pixel_shuffle's channel order: c * s * s + row_phase * s + col_phase
+            self.conv.bias.data.copy_(tconv.bias.detach().repeat_interleave(self.stride[0] * self.stride[1]))
+
+    def _phase_weight(self, weight: torch.Tensor, taps: list[int]) -> torch.Tensor:
+        """(cin, cout, kh, kw) transposed kernel → (cout * sh * sw, cin, taps_h, taps_w) phase kernels."""
+        (sh, sw), (kh, kw) = self.stride, self.kernel
+        cin, cout = weight.shape[:2]
+        split = weight.new_zeros(cout, sh, sw, cin, *taps)
+        for row in range(kh):
+            for col in range(kw):  # tap (row, col) = phase (row % s) + s * m, read at flipped index taps - 1 - m
+                split[:, row % sh, col % sw, :, taps[0] - 1 - row // sh, taps[1] - 1 - col // sw] = \
+                    weight[:, :, row, col].t()
+        return split.reshape(cout * sh * sw, cin, *taps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        out_h = (height - 1) * self.stride[0] - 2 * self.padding[0] + self.kernel[0] + self.output_padding[0]
+        out_w = (width - 1) * self.stride[1] - 2 * self.padding[1] + self.kernel[1] + self.output_padding[1]
+        phases = self.conv(torch.nn.functional.pad(x, self.pads) if any(self.pads) else x)
+        full = torch.nn.functional.pixel_shuffle(phases, self.stride[0]) if self.stride[0] == self.stride[1] \
+            else _shuffle(phases, self.stride)
+        top, left = self.padding
+        if top == 0 and left == 0 and full.shape[-2:] == (out_h, out_w):
+            return full
+        return full[..., top:top + out_h, left:left + out_w]
+
+
+def _shuffle(phases: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
+    """Pixel shuffle with a different stride per dimension (channel order c * sh * sw + row * sw + col)."""
+    n, channels, height, width = phases.shape
+    sh, sw = stride
+    grid = phases.reshape(n, channels // (sh * sw), sh, sw, height, width).permute(0, 1, 4, 2, 5, 3)
+    return grid.reshape(n, channels // (sh * sw), height * sh, width * sw)
+
+
+def phase_split_transposed_convs(model: torch.nn.Module) -> tuple[torch.nn.Module, int]:
+    """A copy of ``model`` with every ungrouped, undilated ``torch.nn.ConvTranspose2d`` in its phase-split form
+    (:class:`PhaseSplitConvTranspose2d`); and how many were rewritten (others stay as they are)."""
+    import copy
+
+    rewritten = copy.deepcopy(model)
+    count = 0
+    for parent in rewritten.modules():
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.ConvTranspose2d) and child.groups == 1 and child.dilation == (1, 1) \
+                    and child.padding_mode == "zeros":
+                setattr(parent, name, PhaseSplitConvTranspose2d(child))
+                count += 1
+    return rewritten, count
+
+
 def prepare_graph(model: torch.nn.Module, input_size: tuple[int, int], rewrite: Callable | None = None):
     """The deployed graph with fake quantisation (training mode): export, fold BN, ``prepare_qat_pt2e``."""
     import copy
@@ -137,13 +240,15 @@ def prepare_graph(model: torch.nn.Module, input_size: tuple[int, int], rewrite: 
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
     from torchao.quantization.pt2e.utils import _fuse_conv_bn_
 
-    graph = copy.deepcopy(model).eval()
+    graph = copy.deepcopy(model).eval().requires_grad_(True)  # the parent may be frozen (the teacher)
     if rewrite is not None:
         graph, _ = rewrite(graph)
+    graph, _ = phase_split_transposed_convs(graph)  # int8 CONV_2D + pixel shuffle, not a float TRANSPOSE_CONV
     sample = torch.rand(2, 3, *input_size)
     batch = torch.export.Dim("batch", max=4096)
     captured = torch.export.export(graph.eval(), (sample,), dynamic_shapes=({0: batch},), strict=False).module()
     untie_conv_weights(captured)
+    remove_dropout(captured)
     _fuse_conv_bn_(captured)
     prepared = prepare_qat_pt2e(captured, quantizer())
     move_exported_model_to_train(prepared)
@@ -183,20 +288,23 @@ class QatSetup:
     train_data: object
     val_data: object | None
     fp32: torch.nn.Module   # the parent, heads stripped, eval mode: the teacher and the reference
-    spec: dict
+    resolved: object        # mobiledepth.arch.resolve.ResolvedModel of the parent (its spec, or its factory)
     prepared: object        # the fake-quantised GraphModule being fine-tuned
     rewritten: bool
 
 
 def prepare_qat(cfg: dict, data: str, out: str, rewrite: Callable | None = None) -> QatSetup:
     """Every check before the first step: the parent checkpoint, the run directory, enough images, the graph."""
-    from mobiledepth.arch.checkpoint import load_checkpoint
+    from mobiledepth.arch.resolve import resolve_model
     from mobiledepth.io import check_writable
     from mobiledepth.train.trainer import _load_split
 
     settings = QatSettings.from_config(cfg["qat"])
-    parent = parent_checkpoint(cfg["model"])
-    fp32, spec, _ = load_checkpoint(parent, with_heads=False)  # a checkpoint of another spec fails here, one line
+    parent = parent_checkpoint(cfg["model"], cfg.get("init_checkpoint"))
+    # the one resolver: a spec checkpoint, or --model module:factory --checkpoint C; a checkpoint of another
+    # model (or a factory checkpoint without its --model) fails here, one line
+    resolved = resolve_model(None if cfg.get("init_checkpoint") is None else cfg["model"], parent, with_heads=False)
+    fp32 = resolved.model
     run_dir = check_writable(out, "--out", folder=True)
     if (run_dir / "model.pt").exists() or (run_dir / "checkpoints" / "last.pt").exists():
         raise UserError(f"{run_dir} already holds a run; choose another --out")
@@ -214,7 +322,7 @@ def prepare_qat(cfg: dict, data: str, out: str, rewrite: Callable | None = None)
     fp32.eval().requires_grad_(False)
     torch.manual_seed(int(cfg["seed"]))
     prepared = prepare_graph(fp32, tuple(cfg["input_size"]), rewrite)
-    return QatSetup(cfg, settings, run_dir, data, parent, train_data, val_data, fp32, spec, prepared,
+    return QatSetup(cfg, settings, run_dir, data, parent, train_data, val_data, fp32, resolved, prepared,
                     rewrite is not None)
 
 
@@ -340,10 +448,11 @@ def _finish(setup: QatSetup, steps: int, seconds: float) -> QatResult:
            "val_whdr_fp32": whdr_fp32, "val_whdr_qat": whdr_qat, "data_path": str(data),
            "val_split": cfg["data"]["val_split"], "torch": str(torch.__version__)}
     model_path = setup.run_dir / "model.pt"
-    save_checkpoint(model_path, SimpleNamespace(state_dict=lambda: parent["state_dict"]), setup.spec,
-                    input_size=list(size), steps=steps, val_whdr=whdr_fp32, qat=qat, qat_program=program)
+    save_checkpoint(model_path, SimpleNamespace(state_dict=lambda: parent["state_dict"]), setup.resolved.spec,
+                    input_size=list(size), steps=steps, val_whdr=whdr_fp32, qat=qat, qat_program=program,
+                    **setup.resolved.checkpoint_meta())
     write_json_atomic(setup.run_dir / "train.json", {
-        **new_record("train"), "model": setup.spec.get("name"), "teacher": None, "steps": steps, "total_steps": steps,
+        **new_record("train"), "model": setup.resolved.name, "teacher": None, "steps": steps, "total_steps": steps,
         "stopped": "done", "seconds": round(seconds, 2), "val_whdr": whdr_qat, "qat": qat,
         "model_path": str(model_path)})
     return QatResult(setup.run_dir, model_path, steps, seconds, whdr_fp32, whdr_qat)

@@ -468,6 +468,7 @@ class _Loop:
         self.points = rebalance_points(self.steps_per_epoch, rb_cfg["per_epoch"])
         self.budget = float(cfg["max_minutes"]) * 60 if cfg["max_minutes"] else None
         self.val_whdr: float | None = None
+        self.val_step: int | None = None  # the step whose weights val_whdr describes
         self.start_time = time.perf_counter()
 
     def _place(self) -> torch.nn.Module:
@@ -626,13 +627,26 @@ class _Loop:
         record = {"event": "epoch", "step": self.step, "epoch": done_epoch,
                   "seconds": time.perf_counter() - self.start_time}
         if self.setup.val_data is not None:
-            val = validation_whdr(self.model, self.setup.val_data, tuple(self.cfg["input_size"]), batch_size=16,
-                                  device=self.device.device, world=self.world)
-            self.val_whdr = val.value
-            record.update(val_whdr=val.value, val_pairs=val.pairs)
+            record.update(self.validate())
         self.log(record)
         self.notify(record)
         self.checkpoint(f"epoch_{done_epoch}")
+
+    def validate(self) -> dict:
+        """Validation WHDR of the current weights (every rank takes part), kept as the run's ``val_whdr``."""
+        val = validation_whdr(self.model, self.setup.val_data, tuple(self.cfg["input_size"]), batch_size=16,
+                              device=self.device.device, world=self.world)
+        self.val_whdr, self.val_step = val.value, self.step
+        return {"val_whdr": val.value, "val_pairs": val.pairs}
+
+    def validate_final(self) -> None:
+        """Validate the weights model.pt will hold when the last validation saw earlier ones (a stop mid-epoch:
+        --minutes or --max-steps), so that train.json and the checkpoint's val_whdr describe model.pt."""
+        if self.setup.val_data is not None and self.val_step != self.step:
+            record = {"event": "final", "step": self.step, "seconds": time.perf_counter() - self.start_time,
+                      **self.validate()}
+            self.log(record)
+            self.notify(record)
 
 
 def train(
@@ -662,6 +676,8 @@ def run(setup: TrainSetup, progress: ProgressFn | None = None) -> TrainResult:
                 stopped = loop.epoch(interrupt)
             if stopped == "done" and loop.step < loop.total_steps:
                 stopped = "max_steps"
+            if stopped != "interrupt":
+                loop.validate_final()
             last = loop.checkpoint()
         result = TrainResult(setup.run_dir, None, last, loop.step, loop.stop_at, stopped == "interrupt", stopped,
                              time.perf_counter() - loop.start_time, loop.val_whdr, dict(loop.weights))

@@ -10,6 +10,7 @@ from mobiledepth.data.diw import (
     load_dataset,
     load_image,
     map_pair,
+    map_pairs,
     map_points,
     read_annotations,
     resolve_annotations,
@@ -182,3 +183,18 @@ def test_read_annotations_without_file_checks(tmp_path):
     (tmp_path / "d.csv").write_text("./nothere.thumb\n1,1,2,2,>,30,20\n")
     samples, problems, (images, pairs) = read_annotations(tmp_path / "d.csv", tmp_path, check_files=False)
     assert problems == [] and len(samples) == 1 and (images, pairs) == (1, 1)
+
+
+def test_map_pairs_is_map_pair_for_every_pair():
+    """The vectorised mapping the trainer's index uses equals map_pair pair by pair, collisions included."""
+    rng = np.random.default_rng(0)
+    pairs = []
+    for _ in range(400):
+        h, w = (int(v) for v in rng.integers(1, 40, size=2))
+        ya, yb = (int(v) for v in rng.integers(0, h, size=2))
+        xa, xb = (int(v) for v in rng.integers(0, w, size=2))
+        pairs.append(OrdinalPair(ya, xa, yb, xb, int(rng.choice([-1, 1])), w, h))
+    for size in ((2, 2), (5, 7), (64, 48)):
+        expected = np.array([map_pair(p, size) for p in pairs])
+        assert (map_pairs(pairs, size) == expected).all()
+    assert map_pairs([], (4, 4)).shape == (0, 4)

@@ -78,3 +78,35 @@ def test_qat_needs_model_data_and_out(tiny_parent, synth_root, tmp_path):
     assert_user_error(result, "--qat needs --model CHECKPOINT")
     result = run_cli("train", "--qat", "--resume", tmp_path)
     assert_user_error(result, "do not resume")
+
+
+OWN_MODEL = '''
+import torch
+
+def make():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 1, 1))
+    model.input_size = (64, 64)
+    return model
+'''
+
+
+@pytest.mark.parametrize("case", ["checkpoint-without-its-factory", "factory-without-checkpoint",
+                                  "factory-with-another-models-checkpoint"])
+def test_qat_of_your_own_model_needs_the_factory_and_its_checkpoint(case, user_module, tiny_parent, synth_root,
+                                                                   tmp_path):
+    from mobiledepth.arch import save_checkpoint
+
+    root = user_module("qat_fault_net", OWN_MODEL)
+    namespace = {}
+    exec(compile(OWN_MODEL, "own", "exec"), namespace)  # this test's own source
+    own = save_checkpoint(root / "own.pt", namespace["make"](), factory="qat_fault_net:make")
+    args, fragments = {
+        "checkpoint-without-its-factory": ((own,), ["trained from the factory qat_fault_net:make",
+                                                    "--model qat_fault_net:make --checkpoint"]),
+        "factory-without-checkpoint": (("qat_fault_net:make",), ["not one", "--model module:factory --checkpoint"]),
+        "factory-with-another-models-checkpoint": (("qat_fault_net:make", "--checkpoint", tiny_parent),
+                                                   ["does not fit"]),
+    }[case]
+    result = run_cli("train", "--qat", "--model", *args, "--data", synth_root, "--out", tmp_path / "run", *FAST)
+    assert_user_error(result, *fragments)
+    assert tree(tmp_path / "run") == {}

@@ -393,7 +393,7 @@ def test_start_then_plan_cuts(setup, tmp_path):
     from mobiledepth.prune.netadapt import plan_cuts, start
 
     root, ckpt, spec = setup
-    run = start(settings(root, ckpt, 0.75 * _estimate_ms(root, spec)), out=tmp_path / "run")
+    run = start(settings(root, ckpt, 0.75 * _estimate_ms(root, spec), min_proposals=1), out=tmp_path / "run")
     assert json.loads((tmp_path / "run" / "prune.json").read_text()) == run.record
     first = run.record["iterations"][0]
     assert (first["iteration"], first["chosen"], first["measured_ms"]) == (0, None, None)
@@ -414,7 +414,8 @@ def test_plan_cuts_halves_a_step_no_group_can_make(setup, tmp_path):
     from mobiledepth.prune.netadapt import _candidates, plan_cuts, start
 
     root, ckpt, spec = setup
-    run = start(settings(root, ckpt, 0.75 * _estimate_ms(root, spec), initial_reduction=0.6), out=tmp_path / "run")
+    run = start(settings(root, ckpt, 0.75 * _estimate_ms(root, spec), initial_reduction=0.6, min_proposals=1),
+                out=tmp_path / "run")
     current_us = run.last["estimated_ms"] * 1000
     scheduled_us = 0.4 * current_us
     assert _candidates(run, _subject(ckpt), scheduled_us) == []  # no single cut saves 60 %
@@ -422,6 +423,36 @@ def test_plan_cuts_halves_a_step_no_group_can_make(setup, tmp_path):
     halvings = [k for k in range(1, 9) if lut_target_us == pytest.approx(current_us - 0.6 * current_us / 2 ** k)]
     assert len(halvings) == 1 and cuts  # the step was halved k times, and at k - 1 halvings nothing fitted
     assert _candidates(run, _subject(ckpt), current_us - 0.6 * current_us / 2 ** (halvings[0] - 1)) == []
+
+
+def test_plan_cuts_halves_the_step_until_there_is_a_choice(setup, tmp_path):
+    """With min_proposals 3 a step that only one or two groups can make is halved again: NetAdapt gets at
+    least three proposals to choose from (or every cuttable group, when fewer are left)."""
+    from mobiledepth.prune.netadapt import _candidates, cuttable_groups, plan_cuts, start
+
+    root, ckpt, spec = setup
+    one = start(settings(root, ckpt, 0.75 * _estimate_ms(root, spec), initial_reduction=0.6, min_proposals=1),
+                out=tmp_path / "one")
+    three = start(settings(root, ckpt, 0.75 * _estimate_ms(root, spec), initial_reduction=0.6), out=tmp_path / "three")
+    assert three.settings.min_proposals == 3
+    target_one, cuts_one = plan_cuts(one, _subject(ckpt), 1)
+    target_three, cuts_three = plan_cuts(three, _subject(ckpt), 1)
+    wanted = min(3, len(cuttable_groups(_subject(ckpt), three.settings)))
+    assert len(cuts_three) >= wanted and target_three >= target_one
+    assert len(cuts_one) < wanted  # this setup: the first step that fitted left too few, so it was halved further
+    assert target_three > target_one
+    current_us = three.last["estimated_ms"] * 1000
+    previous = current_us - 2 * (current_us - target_three)  # the step before the last halving
+    assert len(_candidates(three, _subject(ckpt), previous)) < wanted
+
+
+def test_runs_from_before_min_proposals_resume_with_one():
+    from mobiledepth.prune.netadapt import PruneSettings
+
+    saved = PruneSettings(model=None, checkpoint="c.pt", target_ms=1.0, data="d").to_record()
+    del saved["min_proposals"]
+    assert PruneSettings.from_record(saved).min_proposals == 1
+    assert PruneSettings.from_record({**saved, "min_proposals": 3}).min_proposals == 3
 
 
 def test_one_step_records_the_winner_and_drops_proposal_weights(setup, tmp_path):

@@ -88,8 +88,15 @@ def test_export_int8_from_qat_is_full_integer(qat_run, tmp_path):
     convs = [d for d in interpreter._get_ops_details() if d["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")]
     details = {t["index"]: t for t in interpreter.get_tensor_details()}
     assert convs and all(details[op["inputs"][1]]["dtype"].__name__ == "int8" for op in convs)  # int8 weights
+    # the export says so itself: no float op between QUANTIZE / DEQUANTIZE, and no warning about it; the
+    # ImageNet normalisation of the float input (SUB, MUL before the input QUANTIZE) is at the edge
+    ops = int8["integer_ops"]
+    assert ops["full_integer"] and ops["float_ops"] == {} and ops["dequantize_inside"] == ops["quantize_inside"] == 0
+    assert ops["float_at_edges"] == {"MUL": 1, "SUB": 1}
+    assert not any("not full-integer" in w for w in result.warnings)
     bars = record["int8_bars"]
-    assert set(bars) == {"artifact", "ordinal_agreement", "whdr_delta", "latency_ratio"}
+    assert set(bars) == {"artifact", "latency_threads", "ordinal_agreement", "whdr_delta", "latency_ratio"}
+    assert bars["latency_threads"] == 1
     assert bars["whdr_delta"]["whdr_fp32_tflite"] is not None  # the QAT checkpoint knows its held-out split
     assert bars["latency_ratio"]["value"] > 0
 

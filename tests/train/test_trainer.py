@@ -169,3 +169,27 @@ def test_validation_whdr_is_what_eval_measures(synth_root):
     ours = validation_whdr(model, data, (64, 64), batch_size=4)
     assert model.training and ours.pairs == 6
     assert ours == evaluate_module(model, data, (64, 64), batch_size=16)
+
+
+def test_a_stop_mid_epoch_validates_the_saved_weights(synth_root, tmp_path):
+    """--max-steps (or --minutes) between epochs: train.json's and model.pt's val_whdr describe model.pt, not
+    the last epoch's weights (seen: train.json 0.054 at step 1750, model.pt 0.064 at step 1876)."""
+    from mobiledepth.arch import load_checkpoint
+    from mobiledepth.train.trainer import _load_split, validation_whdr
+
+    result = train({**CONFIG, "max_steps": 4}, data=str(synth_root), out=str(tmp_path / "mid"))  # 3 steps an epoch
+    assert result.stopped == "max_steps" and result.steps == 4
+    records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    final = [r for r in records if r["event"] == "final"]
+    assert [r["step"] for r in final] == [4]
+    model, _, meta = load_checkpoint(result.model_path, with_heads=False)
+    val = _load_split(str(synth_root), "test", False, required=False, limit=3)
+    expected = validation_whdr(model, val, (64, 64), batch_size=16).value
+    assert final[0]["val_whdr"] == pytest.approx(expected)
+    assert json.loads((result.run_dir / "train.json").read_text())["val_whdr"] == pytest.approx(expected)
+    assert meta["val_whdr"] == pytest.approx(expected)
+
+
+def test_a_run_ending_on_an_epoch_validates_once(uninterrupted):
+    records = [json.loads(line) for line in (uninterrupted.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert not [r for r in records if r["event"] == "final"]  # the last epoch's validation saw model.pt's weights
