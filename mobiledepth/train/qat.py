@@ -94,12 +94,49 @@ def parent_checkpoint(ref, checkpoint=None) -> Path:
 
 def quantizer():
     """litert-torch's PT2EQuantizer, symmetric per-channel QAT config (BatchNorm is folded beforehand, so the
-    conv+BN QAT patterns, whose annotator does not run with torchao 0.18, are not needed)."""
+    conv+BN QAT patterns, whose annotator does not run with torchao 0.18, are not needed), plus every residual
+    add its own annotator misses (``annotate_residual_adds``)."""
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
 
-    chosen = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=True))
+    class ResidualAddQuantizer(PT2EQuantizer):
+        def _annotate_all_static_patterns(self, model, quantization_config, filter_fn=None):
+            model = super()._annotate_all_static_patterns(model, quantization_config, filter_fn)
+            annotate_residual_adds(model, quantization_config, filter_fn)
+            return model
+
+    chosen = ResidualAddQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=True))
     chosen.STATIC_QAT_ONLY_OPS = []
     return chosen
+
+
+def _is_activation(arg) -> bool:
+    """A graph value computed from the input (not a constant, a parameter or a Python number)."""
+    return isinstance(arg, torch.fx.Node) and arg.op != "get_attr" and isinstance(arg.meta.get("val"), torch.Tensor)
+
+
+def annotate_residual_adds(graph, quantization_config, filter_fn=None) -> int:
+    """Annotate each ``aten.add.Tensor`` of two activations that no annotator claimed; returns how many.
+
+    litert-torch's "add" annotator finds adds through ``get_source_partitions`` (``source_fn_stack`` metadata),
+    which the non-strict ``torch.export`` capture does not record for a module's ``x + f(x)``: on the paper's
+    model all 10 InvertedResidual adds stayed unannotated, so QAT fine-tuned them in float and the converter kept
+    them float ADDs between DEQUANTIZE / QUANTIZE (issue 16). They get the quantizer's own add qspecs."""
+    from litert_torch.quantize.pt2e_quantizer_utils import (_is_annotated, get_input_act_qspec,
+                                                             get_output_act_qspec)
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+    annotated = 0
+    for node in graph.graph.nodes:
+        if node.op != "call_function" or node.target != torch.ops.aten.add.Tensor or _is_annotated([node]):
+            continue
+        if not all(_is_activation(arg) for arg in node.args[:2]) or (filter_fn is not None and not filter_fn(node)):
+            continue
+        input_qspec = get_input_act_qspec(quantization_config)
+        node.meta["quantization_annotation"] = QuantizationAnnotation(
+            input_qspec_map={arg: input_qspec for arg in node.args[:2]},
+            output_qspec=get_output_act_qspec(quantization_config), _annotated=True)
+        annotated += 1
+    return annotated
 
 
 def untie_conv_weights(captured) -> int:
