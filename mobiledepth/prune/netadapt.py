@@ -126,7 +126,8 @@ def check_settings(s: PruneSettings) -> None:
     if (s.multiple is not None and s.multiple < 1) or s.min_width < 1:
         raise UserError("--multiple and --min-width must be at least 1")
     if s.min_proposals < 1:
-        raise UserError(f"--min-proposals must be at least 1 (got {s.min_proposals})")
+        raise UserError(f"--min-proposals must be at least 1 (got {s.min_proposals}); leave it out for 3, or give 1 "
+                        "for the paper's rule")
     if s.choose not in CHOICE_RULES:
         raise UserError(f"--choose must be one of {', '.join(CHOICE_RULES)} (got {s.choose!r})")
 

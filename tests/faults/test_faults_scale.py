@@ -79,6 +79,13 @@ def test_prune_zero_workers_is_one_line(data, checkpoint, tmp_path):
     assert not (tmp_path / "prune").exists()
 
 
+def test_prune_zero_min_proposals_is_one_line(data, checkpoint, tmp_path):
+    result = run_cli("prune", "--checkpoint", checkpoint, "--data", data, "--target-ratio", "0.8", "--no-store",
+                     "--out", tmp_path / "prune", "--min-proposals", "0")
+    assert_user_error(result, "--min-proposals must be at least 1", "leave it out for 3")
+    assert not (tmp_path / "prune").exists()
+
+
 def test_more_processes_than_training_images(data, tmp_path):
     """What every rank of `torchrun --nproc-per-node 9` sees; refused before joining the process group."""
     out = tmp_path / "run"
