@@ -57,7 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--initial-reduction", type=float, default=0.3)
     parser.add_argument("--seeds", default="0", help="comma-separated fine-tuning seeds, e.g. 0,1,2")
     parser.add_argument("--points", type=int, default=3, help="LUT grid points per channel dimension")
-    parser.add_argument("--calibrate", default="1.0,0.5", help="lut build --calibrate")
+    parser.add_argument("--calibrate", default="1.0,0.6,0.4",
+                        help="lut build --calibrate (two points fit the thin variants badly: docs/benchmarks.md)")
     parser.add_argument("--validate", default="1.0,0.75,0.35", help="lut validate --multipliers")
     parser.add_argument("--multiple", type=int, default=8,
                         help="lut build --multiple: the width grid of the table, NetAdapt and the uniform cuts "

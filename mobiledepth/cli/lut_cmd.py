@@ -45,10 +45,12 @@ def lut() -> None:
 @click.option("--calibrate", default="1.0,0.6,0.4", show_default=True,
               help="Uniform width multipliers of the whole-model variants the graph correction is fitted on "
                    "('none': no correction). Validation holds these out.")
+@click.option("--calibrate-random", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Random per-group width variants (seed 1) fitted beside the --calibrate widths.")
 @click.option("--work-dir", type=click.Path(path_type=Path), default=None,
               help="Where exported variants go (default: beside the table, <table>-variants/; reused).")
 def build(model, input_size, device, delegate, threads, multiple, points, runs, warmup, statistic, cache_dir, out,
-          calibrate, work_dir) -> None:
+          calibrate, calibrate_random, work_dir) -> None:
     """Measure single-layer models over a channel grid, fit the graph correction, write the table."""
     from rich.progress import Progress
 
@@ -61,7 +63,7 @@ def build(model, input_size, device, delegate, threads, multiple, points, runs, 
         tasks: dict[str, int] = {}
 
         def progress(event) -> None:
-            if event.stage == "probe" and event.event == "done":
+            if event.stage in ("probe", "stream") and event.event == "done":
                 console.print(event.detail, highlight=False)
                 return
             if event.stage not in ("convert", "time"):
@@ -74,12 +76,13 @@ def build(model, input_size, device, delegate, threads, multiple, points, runs, 
 
         result = build_lut(model, _size(input_size), device, delegate, threads, out, multiple, points, runs, warmup,
                            cache_dir=cache_dir, progress=progress, statistic=statistic, calibrate_at=calibrate_at,
-                           work_dir=work_dir)
+                           work_dir=work_dir, calibrate_random=calibrate_random)
     fix = result.table.correction
     console.print(f"[green]wrote[/] {result.path}: {len(result.table.entries)} entries "
                   f"({result.measured} measured now, {result.reused} from the cache); "
                   f"build {result.convert_s:.1f} s, timing {result.time_s:.1f} s, calibration {result.calibrate_s:.1f} s"
                   + (f", tile probe {0.0 if result.probe.reused else result.probe.seconds:.1f} s" if result.probe else "")
+                  + f", weight-streaming probe {result.table.meta['build_s']['stream']:.1f} s"
                   + f"; multiple {result.table.meta['multiple']}; "
                   f"graph correction x{fix.factor:.3f} + {fix.per_op_us:.2f} µs/op", highlight=False)
 
@@ -139,6 +142,9 @@ def show(table, model, as_json) -> None:
     fix = lut_table.correction
     console.print(f"graph correction: x{fix.factor:.3f} on the layer sum + {fix.per_op_us:.2f} µs per layer "
                   f"({len(fix.points)} whole-model variants)", highlight=False)
+    stream = lut_table.weight_stream
+    console.print(stream.line() if stream else "weight streaming: not measured (a table from before it; rebuild to "
+                  "add it)", highlight=False)
     console.print("by op (µs): " + ", ".join(f"{k} {v:.1f}" for k, v in estimate.by_op().items()), highlight=False)
 
 

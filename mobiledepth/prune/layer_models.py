@@ -69,6 +69,14 @@ def _layer_function(tf, layer: dict, seed: int):
 
         def fn(x):
             return tf.image.resize(x, [2 * h, 2 * w], method=method)
+    elif op == "weight_chain":  # the weight-streaming probe: ``depth`` 1x1 convs, each with its own weights
+        weights = [const([1, 1, ch[0], ch[0]]) for _ in range(int(layer["depth"]))]
+        biases = [const([ch[0]]) for _ in weights]
+
+        def fn(x):
+            for weight, bias in zip(weights, biases):
+                x = tf.nn.conv2d(x, weight, 1, "VALID") + bias
+            return x
     elif op in TRACED_OPS:
         return _traced_op_function(tf, layer, const, activation)
     elif op == "normalize":

@@ -17,14 +17,16 @@ A table is built for a spec, an input size, a device and a delegate:
    side by side with the unpruned model (``calibrate``).
 
 ``LatencyTable.estimate_layers(layers)`` = per-invoke overhead + factor x the sum over layers of
-(interpolated layer time - overhead) + per-op overhead x layers; the per-invoke overhead is
-measured on a one-ADD model (``null``). The layers come from :func:`network_layers` (a spec) or
-:func:`mobiledepth.prune.traced_layers.traced_layers` (any module). ``validate_lut`` compares
+(interpolated layer time - overhead, or its weights streamed at the model's footprint when longer:
+:mod:`mobiledepth.prune.weight_stream`, measured by the build) + per-op overhead x layers; the
+per-invoke overhead is measured on a one-ADD model (``null``). The layers come from
+:func:`network_layers` (a spec) or :func:`mobiledepth.prune.traced_layers.traced_layers` (any module). ``validate_lut`` compares
 estimated and measured ratios to the unpruned model, timed in one session.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -138,6 +140,13 @@ class LatencyTable:
         axes, points = fam
         return interpolate(axes, points, layer.channels)
 
+    @functools.cached_property
+    def weight_stream(self):
+        """The measured weight-streaming curve (``prune.weight_stream``), or None for a table built without it."""
+        from mobiledepth.prune.weight_stream import WeightStream
+
+        return WeightStream.from_dict(self.meta.get("weight_stream"))
+
     @property
     def correction(self) -> "GraphCorrection":
         """The measured graph correction (identity for a table built without calibration)."""
@@ -146,11 +155,15 @@ class LatencyTable:
     def estimate_layers(self, layers: list[Layer], corrected: bool = True) -> "Estimate":
         """Estimated latency (µs) of a network given as its layer list (``network_layers`` or
         ``traced_layers``): per-invoke overhead + per-op graph overhead x layers + factor x the sum of
-        (layer - overhead); ``corrected=False``: the plain sum (factor 1, no per-op term). Never below
+        (layer - overhead), each layer at least its weights streamed at the model's footprint when the table
+        measured that (:mod:`mobiledepth.prune.weight_stream`); ``corrected=False``: the plain sum (factor 1,
+        no per-op term). Never below
         the plain sum: a graph is not faster than its layers timed hot (a fit with a negative per-op
         term would otherwise call the thinnest models nearly free)."""
         null = self.null_us
-        plain = [(layer, max(self.layer_us(layer) - null, 0.0)) for layer in layers]
+        hot = [max(self.layer_us(layer) - null, 0.0) for layer in layers]
+        stream = self.weight_stream
+        plain = list(zip(layers, stream.in_graph(layers, hot) if stream else hot))
         fix = self.correction if corrected else GraphCorrection()
         per_layer = [(layer, fix.factor * us) for layer, us in plain]
         graph_us = fix.per_op_us * len(layers)
@@ -353,8 +366,8 @@ def time_models(paths: list[Path], device: str, delegate: str, threads: int, run
         raise (UserError if getattr(exc, "exit_code", 1) == 2 else MobileDepthError)(str(exc)) from None
 
 
-def _convert(jobs: list[dict], out_dir: Path, progress: ProgressFn | None,
-             timeout_s: float | None = None) -> tuple[float, list[str]]:
+def build_layer_models(jobs: list[dict], out_dir: Path, progress: ProgressFn | None,
+                       timeout_s: float | None = None) -> tuple[float, list[str]]:
     """Build the single-layer TFLite models in one guarded TensorFlow child process in the converter
     environment (``mobiledepth.converter_env``; ``mobiledepth.child``: it dies with this process, and
     past ``timeout_s``, default 10 min + 10 s a job); returns (seconds, failures)."""
@@ -438,7 +451,8 @@ def _measure_missing(missing: list[Layer], cache: dict, cache_file: Path, device
     with tempfile.TemporaryDirectory(prefix="mobiledepth-lut-") as tmp:
         tmp_dir = Path(tmp)
         files = {f"{sha256_json(layer.to_dict())[:20]}.tflite": layer for layer in missing}
-        convert_s, failures = _convert([{"file": f, "layer": l.to_dict()} for f, l in files.items()], tmp_dir, progress)
+        jobs = [{"file": f, "layer": layer.to_dict()} for f, layer in files.items()]
+        convert_s, failures = build_layer_models(jobs, tmp_dir, progress)
         ready = [(f, l) for f, l in files.items() if (tmp_dir / f).exists()]
         start = time.perf_counter()
         for offset in range(0, len(ready), chunk):
@@ -566,7 +580,8 @@ def probe_channel_tile(layers: list[Layer], cache: dict, cache_file: Path, devic
     probes = {c: base.with_channels((base.channels[0], c)) for c in TILE_PROBE_CHANNELS}
     with tempfile.TemporaryDirectory(prefix="mobiledepth-tile-") as tmp:
         files = {c: Path(tmp) / f"c{c}.tflite" for c in probes}
-        _, failures = _convert([{"file": files[c].name, "layer": l.to_dict()} for c, l in probes.items()], Path(tmp), None)
+        jobs = [{"file": files[c].name, "layer": layer.to_dict()} for c, layer in probes.items()]
+        _, failures = build_layer_models(jobs, Path(tmp), None)
         if failures:
             raise StageFailed(f"the channel-tile probe could not build {failures[0]}; give --multiple N instead of auto")
         widest = max(files)
@@ -594,6 +609,8 @@ def _tile_probe(base: Layer, timing: "SessionTiming", widest: int, statistic: st
 
 
 CALIBRATE_AT = (1.0, 0.6, 0.4)  # uniform widths the graph correction is fitted on (validation holds out others)
+CALIBRATE_RANDOM = 2            # random per-group width variants fitted beside them (uniform cuts alone bend the fit)
+CALIBRATE_SEED = 1              # their seed: validation draws with seed 0 by default, so its variants are held out
 
 
 def build_lut(model: str | dict, input_size: tuple[int, int] | None = None, device: str = "host",
@@ -601,11 +618,13 @@ def build_lut(model: str | dict, input_size: tuple[int, int] | None = None, devi
               multiple: int | str = 8, points: int = 5, runs: int = 30, warmup: int = 5, chunk: int = 25,
               cache_dir: str | os.PathLike | None = None, progress: ProgressFn | None = None,
               statistic: str = "median", calibrate_at=(),
-              work_dir: str | os.PathLike | None = None) -> BuildResult:
+              work_dir: str | os.PathLike | None = None, calibrate_random: int = CALIBRATE_RANDOM) -> BuildResult:
     """Measure every grid point of the model's layer families not yet cached; write the table JSON; then,
     when ``calibrate_at`` names widths (``lut build``'s default: :data:`CALIBRATE_AT`), fit the graph
-    correction on whole-model width variants (exports: minutes; ``prune``'s on-the-fly table skips it).
-    ``multiple="auto"``: the grid's multiple is the target's channel tile, measured first (:func:`probe_channel_tile`)."""
+    correction on whole-model width variants, those and ``calibrate_random`` random ones (seed
+    :data:`CALIBRATE_SEED`) (exports: minutes; ``prune``'s on-the-fly table skips it).
+    ``multiple="auto"``: the grid's multiple is the target's channel tile, measured first (:func:`probe_channel_tile`).
+    Every build also measures what weights cost once the model outgrows the cache (``prune.weight_stream``)."""
     statistic_of([1.0], statistic)  # reject an unknown statistic before any work
     auto = multiple == "auto"
     if (not auto and (not isinstance(multiple, int) or multiple < 1)) or points < 2:
@@ -632,20 +651,23 @@ def build_lut(model: str | dict, input_size: tuple[int, int] | None = None, devi
     if NULL_LAYER.key not in entries or len(entries) < len(wanted):
         raise StageFailed(f"{len(wanted) - len(entries)} of {len(wanted)} layer configs could not be measured "
                           f"(first: {failures[0] if failures else '?'}); what was measured is cached in {cache_file}")
+    stream = _weight_stream(target, cache, cache_file, identity, statistic, progress)
     table = {
         "format": LUT_FORMAT, **new_record("lut"),
         **identity, "input_size": list(size), "model": target.name, "spec_hash": target.model_hash,
         "layer_source": target.layer_source,
         "multiple": multiple, "points": points, "runs": runs, "warmup": warmup, "statistic": statistic,
         **({"multiple_probe": probe.to_dict()} if probe else {}),
+        "weight_stream": stream.to_dict(),
         "builder": "tensorflow TFLiteConverter.from_concrete_functions (single-layer models)",
         "build_s": {"convert": round(convert_s, 2), "time": round(time_s, 2),
-                    **({"probe": 0.0 if probe.reused else round(probe.seconds, 2)} if probe else {})},
+                    **({"probe": 0.0 if probe.reused else round(probe.seconds, 2)} if probe else {}),
+                    "stream": 0.0 if stream.reused else round(stream.seconds, 2)},
         "entries": entries,
     }
     path = Path(out) if out else Path("runs") / "lut" / f"{_file_name(target.name)}-{size[0]}x{size[1]}-{device}-{delegate}.json"
     write_json_atomic(path, table)
-    calibrate_s = _calibrate_build(path, target, calibrate_at, work_dir, progress)
+    calibrate_s = _calibrate_build(path, target, calibrate_at, calibrate_random, work_dir, progress)
     return BuildResult(path, load_table(path), len(missing), len(wanted) - len(missing), convert_s, time_s, failures,
                        calibrate_s, probe)
 
@@ -665,13 +687,30 @@ def _auto_multiple(target: LutTarget, cache: dict, cache_file: Path, identity: d
     return probe
 
 
+def _weight_stream(target: LutTarget, cache: dict, cache_file: Path, identity: dict, statistic: str,
+                   progress: ProgressFn | None):
+    """The weight-streaming curve up to the model's footprint, measured on the table's runner (or cached),
+    announced in one progress line."""
+    from mobiledepth.prune.weight_stream import footprint_mb, probe_depths, probe_weight_stream
+
+    model_mb = footprint_mb(target.layers)
+    if progress:
+        progress(Progress("stream", "start", detail=f"probing weight streaming on {identity['device']}: the model "
+                          f"walks {model_mb:.1f} MB of weights; {len(probe_depths(model_mb))} conv chains interleaved"))
+    stream = probe_weight_stream(model_mb, cache, cache_file, identity["device"], identity["delegate"],
+                                 identity["threads"], statistic)
+    if progress:
+        progress(Progress("stream", "done", seconds=stream.seconds, detail=stream.line()))
+    return stream
+
+
 def _file_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))
 
 
-def _calibrate_build(path: Path, target: LutTarget, calibrate_at, work_dir, progress) -> float:
+def _calibrate_build(path: Path, target: LutTarget, calibrate_at, random_count: int, work_dir, progress) -> float:
     """Fit and store the graph correction on the model's uniform width variants (a spec's, or a factory
-    model's cut by ``prune.graph.uniform_prune``); returns the seconds it took."""
+    model's cut by ``prune.graph.uniform_prune``) and ``random_count`` random ones; returns the seconds it took."""
     if not calibrate_at:
         return 0.0
     start = time.perf_counter()
@@ -679,9 +718,11 @@ def _calibrate_build(path: Path, target: LutTarget, calibrate_at, work_dir, prog
     work.mkdir(parents=True, exist_ok=True)
     table = load_table(path)
     if target.spec is not None:
-        variants = spec_variants(target.spec, target.size, calibrate_at, 0, table.meta["multiple"], 0, work, progress)
+        variants = spec_variants(target.spec, target.size, calibrate_at, random_count, table.meta["multiple"],
+                                 CALIBRATE_SEED, work, progress)
     else:
-        variants = factory_variants(target.name, target.size, calibrate_at, table.meta["multiple"], work, progress)
+        variants = factory_variants(target.name, target.size, calibrate_at, table.meta["multiple"], work, progress,
+                                    random_count, CALIBRATE_SEED)
     if progress:
         progress(Progress("calibrate", "start", detail=f"timing {len(variants)} whole models for the graph correction"))
     calibrate(path, variants)

@@ -164,7 +164,9 @@ def test_tiny_build_on_host(built):
     for entry in data["entries"].values():
         assert len(entry["samples_us"]) == 3 and entry["median_us"] > 0
     assert result.measured == len(data["entries"]) and result.reused == 0
-    assert {e.stage for e in events} == {"convert", "time"}
+    assert {e.stage for e in events} == {"convert", "time", "stream"}
+    stream = result.table.weight_stream  # measured for this runner, stored with the table
+    assert stream is not None and data["weight_stream"]["rule"].startswith("layer in a model = max(")
     for stage in ("convert", "time"):  # each phase's count runs up to its total
         last = [e for e in events if e.stage == stage][-1]
         assert last.done == last.total > 0
