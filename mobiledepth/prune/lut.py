@@ -577,22 +577,31 @@ def probe_channel_tile(layers: list[Layer], cache: dict, cache_file: Path, devic
     if key in cache.get("probes", {}):
         return TileProbe.from_dict(cache["probes"][key])
     start = time.perf_counter()
-    probes = {c: base.with_channels((base.channels[0], c)) for c in TILE_PROBE_CHANNELS}
-    with tempfile.TemporaryDirectory(prefix="mobiledepth-tile-") as tmp:
-        files = {c: Path(tmp) / f"c{c}.tflite" for c in probes}
-        jobs = [{"file": files[c].name, "layer": layer.to_dict()} for c, layer in probes.items()]
-        _, failures = build_layer_models(jobs, Path(tmp), None)
-        if failures:
-            raise StageFailed(f"the channel-tile probe could not build {failures[0]}; give --multiple N instead of auto")
-        widest = max(files)
-        timing = time_against({str(c): files[c] for c in files if c != widest}, files[widest], device, delegate, threads,
-                              rounds=rounds, max_rounds=3 * rounds, precision=0.02,
-                              reduce=lambda block: statistic_of(block, statistic), reference_name=str(widest))
+    probes = {c: base.with_channels((base.channels[0], c)).to_dict() for c in TILE_PROBE_CHANNELS}
+    widest = max(probes)
+    timing = time_probe_models(probes, widest, "channel-tile probe", device, delegate, threads, statistic, rounds,
+                               hint="; give --multiple N instead of auto")
     probe = _tile_probe(base, timing, widest, statistic)
     probe.seconds = time.perf_counter() - start
     cache.setdefault("probes", {})[key] = probe.to_dict()
     write_json_atomic(cache_file, cache)
     return probe
+
+
+def time_probe_models(layers: dict[int, dict], reference: int, what: str, device: str, delegate: str, threads: int,
+                      statistic: str, rounds: int, hint: str = "") -> "SessionTiming":
+    """Build a probe's models (``layers``: name -> layer dict for :mod:`layer_models`) in one TensorFlow child and
+    time them interleaved with ``layers[reference]`` in one session of the shared harness (per turn ``statistic``;
+    ``rounds`` first, up to 3x while a ratio's CI is wider than ±2 %); the names become strings."""
+    with tempfile.TemporaryDirectory(prefix="mobiledepth-probe-") as tmp:
+        files = {name: Path(tmp) / f"probe{name}.tflite" for name in layers}
+        _, failures = build_layer_models([{"file": files[n].name, "layer": layer} for n, layer in layers.items()],
+                                         Path(tmp), None)
+        if failures:
+            raise StageFailed(f"the {what} could not build {failures[0]}{hint}")
+        return time_against({str(n): f for n, f in files.items() if n != reference}, files[reference], device,
+                            delegate, threads, rounds=rounds, max_rounds=3 * rounds, precision=0.02,
+                            reduce=lambda block: statistic_of(block, statistic), reference_name=str(reference))
 
 
 def _tile_probe(base: Layer, timing: "SessionTiming", widest: int, statistic: str) -> TileProbe:

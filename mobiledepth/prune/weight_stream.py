@@ -21,12 +21,10 @@ BasicUNet 8 MB) never change and FlexibleUNet (EfficientNet-B0, 21 MB) does.
 from __future__ import annotations
 
 import bisect
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mobiledepth.errors import StageFailed
 from mobiledepth.io import write_json_atomic
 
 STREAM_CHANNELS = 512              # 1x1 conv width of a chain layer: 512 x 512 fp32 = 1 MiB of weights
@@ -133,7 +131,7 @@ def probe_weight_stream(model_mb: float, cache: dict, cache_file: Path, device: 
     """Build the chains a model of ``model_mb`` needs (:func:`probe_depths`), time them interleaved in one session
     of the shared harness on the table's runner, and fit the curve (:func:`stream_from_chains`). A probe of the
     same chains and statistic in the cache (this runner's file) is reused; a new one is written there."""
-    from mobiledepth.prune.lut import build_layer_models, statistic_of, time_against
+    from mobiledepth.prune.lut import time_probe_models
 
     depths = probe_depths(model_mb)
     key = f"weight_stream|c{STREAM_CHANNELS}|{STREAM_SIZE}x{STREAM_SIZE}|{statistic}|d{'x'.join(map(str, depths))}"
@@ -142,17 +140,10 @@ def probe_weight_stream(model_mb: float, cache: dict, cache_file: Path, device: 
         stream.reused = True
         return stream
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="mobiledepth-stream-") as tmp:
-        files = {d: Path(tmp) / f"chain{d}.tflite" for d in depths}
-        layer = {"op": "weight_chain", "h": STREAM_SIZE, "w": STREAM_SIZE, "channels": [STREAM_CHANNELS]}
-        _, failures = build_layer_models([{"file": files[d].name, "layer": {**layer, "depth": d}} for d in depths],
-                                         Path(tmp), None)
-        if failures:
-            raise StageFailed(f"the weight-streaming probe could not build {failures[0]}")
-        longest = depths[-1]
-        timing = time_against({str(d): files[d] for d in depths[:-1]}, files[longest], device, delegate, threads,
-                              rounds=rounds, max_rounds=3 * rounds, precision=0.02,
-                              reduce=lambda block: statistic_of(block, statistic), reference_name=str(longest))
+    chain = {"op": "weight_chain", "h": STREAM_SIZE, "w": STREAM_SIZE, "channels": [STREAM_CHANNELS]}
+    longest = depths[-1]
+    timing = time_probe_models({d: {**chain, "depth": d} for d in depths}, longest, "weight-streaming probe", device,
+                               delegate, threads, statistic, rounds)
     chain_us = {longest: timing.reference_us}
     chain_us.update({int(name): ratio.ratio * timing.reference_us for name, ratio in timing.ratios.items()})
     stream = stream_from_chains(chain_us, timing.rounds, statistic)
