@@ -10,7 +10,7 @@ import click
 @click.option("--against", "against", default=None, metavar="OLD.tflite",
               help="A/B mode: time MODEL and OLD interleaved in this run.")
 @click.option("--baseline", "baseline", default=None, metavar="FILE",
-              help="Baseline mode: compare with a baseline file (calibration-relative).")
+              help="Baseline mode: compare with a baseline file (timed against the baseline's own network).")
 @click.option("--update-baseline", "update", is_flag=True, help="Measure MODEL and (re)write --baseline FILE.")
 @click.option("--device", "device", default="host", show_default=True,
               help="Where to time (the gate times on this machine: host).")
@@ -94,7 +94,9 @@ def _render(result) -> None:
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)  # one line, however long
     c = result.comparison
-    title = ("A/B, interleaved" if result.mode == "ab" else "against baseline, relative to the calibration model")
+    title = {"ab": "A/B, interleaved"}.get(result.mode) or (
+        "against baseline, relative to the calibration model" if result.calibration
+        else "against baseline, interleaved with the baseline's network")
     table = Table(title=f"latency gate ({title}; tolerance {c.tolerance:.0%}, alpha {c.alpha:.2g} per look)")
     for column in ("model", "old p50", "new p50", "ratio", "95% CI", "p (slower)", "runs", "verdict"):
         table.add_column(column, justify="left" if column in ("model", "verdict") else "right")

@@ -5,19 +5,23 @@ Two modes:
   a random order, so that drift, order effects and the scheduler's time slices hit both), on
   the host TFLite interpreter (``android_bench.host``), in batches of 20 rounds with freshly
   loaded interpreters (so one lucky or unlucky memory placement cannot decide).
-- Baseline file: the model is timed interleaved with a fixed calibration model shipped with
-  mobiledepth (``calibration.tflite``); the stored and the new latencies are compared relative
-  to the calibration model, so a baseline made on a fast laptop still means something on a
-  slower CI box.
+- Baseline file: the model is timed interleaved with the baseline's own network (its reference
+  network, stored in the baseline: the model the baseline was made from, weights refilled,
+  ``reference``), round by round as in A/B, and the per-round ratios are scaled by the model /
+  reference ratio recorded with the baseline. A baseline made on a fast laptop still means
+  something on a slower CI box, and a busy box slows both sides alike (cache pressure included).
+  Older baselines, without a reference network, are compared relative to a fixed calibration
+  model shipped with mobiledepth (``calibration.tflite``).
 
 The rooms: ``timing`` (the interleaved sessions, the calibration reference, sampling until
 decided), ``verdict`` (statistics and decision rule), ``baseline`` (baseline files, model
-identity). Exit codes: 0 pass, 1 regression, 2 usage error or a run that could not be measured.
+identity), ``reference`` (a baseline's reference network). Exit codes: 0 pass, 1 regression, 2 usage error or a run that could not be measured.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import asdict, dataclass, field
 
 from mobiledepth.errors import UserError
@@ -25,6 +29,7 @@ from mobiledepth.gate.baseline import (  # noqa: F401 - the gate's public names
     BASELINE_KIND, baseline_record, match_ab_models, match_baseline_model, model_identity, model_name_for,
     read_baseline,
 )
+from mobiledepth.gate.reference import make_reference, reference_model  # noqa: F401
 from mobiledepth.gate.timing import (  # noqa: F401
     DEFAULT_MAX_RUNS, DEFAULT_RUNS, DEFAULT_WARMUP, STEP_RUNS, InterleavedSession, RepeatTimer, TimerFactory,
     calibration_model, calibration_repeat, check_measured, host_timer, measure_until_decided, paired_comparison,
@@ -102,10 +107,12 @@ def update_baseline(
     warmup: int = DEFAULT_WARMUP, model_name: str | None = None, store_path: str | os.PathLike | None = None,
     timer_factory: TimerFactory = host_timer,
 ) -> CheckResult:
-    """Time the model interleaved with the calibration model and write a baseline file (atomically).
+    """Time the model interleaved with its reference network and the calibration model; write a baseline (atomically).
 
-    The baseline records the model's identity (``model_identity``) and its samples, which are fixed
-    once written, so it takes many runs (default DEFAULT_MAX_RUNS)."""
+    The baseline records the model's identity (``model_identity``), its reference network (``make_reference``),
+    and the samples of all three, which are fixed once written, so it takes many runs (default DEFAULT_MAX_RUNS)."""
+    from android_bench.interleave import round_ratios
+
     from mobiledepth.io import check_writable, write_json_atomic
 
     _validate_options(runs, threads, DEFAULT_TOLERANCE)
@@ -113,14 +120,20 @@ def update_baseline(
     check_writable(baseline_path, what="--baseline")
     identity = model_identity(model)
     name = model_name_for(model, model_name, store_path)
+    reference = make_reference(model)
     calib = calibration_model()
-    repeat = calibration_repeat(model, calib, threads, timer_factory)
-    model_s, calib_s = time_interleaved([model, calib], runs, warmup, threads,
-                                        with_calibration_blocks(timer_factory, calib, repeat))
-    check_measured(model_s, model, runs)
-    check_measured(calib_s, calib, runs)
+    with tempfile.TemporaryDirectory(prefix="mobiledepth-gate-") as tmp:
+        network = reference_model(reference, tmp, baseline_path)
+        repeat = calibration_repeat(model, calib, threads, timer_factory)
+        session = InterleavedSession([model, calib, network], warmup, threads,
+                                     with_calibration_blocks(timer_factory, calib, repeat))
+        session.run(runs)
+    for path, samples in zip((model, calib, model), session.samples):
+        check_measured(samples, path, runs)
+    model_s, calib_s, reference_s = session.samples
+    reference.update(samples_us=reference_s, model_ratio=median(round_ratios(session.blocks[0], session.blocks[2])))
     write_json_atomic(baseline_path, baseline_record(model, name, identity, calib, repeat, threads, runs, warmup,
-                                                     model_s, calib_s))
+                                                     model_s, calib_s, reference))
     return CheckResult("update-baseline", None, str(baseline_path), str(model), threads, runs,
                        calibration={"new_us": median(calib_s)}, baseline_path=str(baseline_path))
 
@@ -135,7 +148,7 @@ def _refuse_unmatched_baseline(baseline: dict, baseline_path, model, threads: in
                         "pass the matching baseline or recreate it with --update-baseline")
     warnings = match_baseline_model(baseline, baseline_path, model_identity(model),
                                     model_name_for(model, model_name, store_path), allow_different_model)
-    if sha256_file(calibration_model()) != baseline["calibration"]["sha256"]:
+    if "reference" not in baseline and sha256_file(calibration_model()) != baseline["calibration"]["sha256"]:
         raise UserError(f"baseline {baseline_path} used another calibration model (another mobiledepth version); "
                         "recreate it with --update-baseline")
     return warnings
@@ -147,20 +160,45 @@ def check_baseline(
     warmup: int = DEFAULT_WARMUP, model_name: str | None = None, store_path: str | os.PathLike | None = None,
     max_runs: int | None = None, timer_factory: TimerFactory = host_timer, allow_different_model: bool = False,
 ) -> CheckResult:
-    """Baseline gate: compare the model's calibration-relative latency with the stored baseline's.
+    """Baseline gate: time the model interleaved with the baseline's reference network and decide on the
+    per-round ratios (paired, as A/B), scaled by the model / reference ratio the baseline recorded.
+    A baseline without a reference network (older mobiledepth) is compared relative to the calibration model.
 
-    Everything that can refuse the comparison (the file, the options, the model's identity, the
-    calibration model) is checked before the first timed run."""
+    Everything that can refuse the comparison (the file, the options, the model's identity, the reference
+    network) is checked before the first timed run."""
     baseline = read_baseline(baseline_path)
     threads = baseline["threads"] if threads is None else threads
     max_runs = _validate_options(runs, threads, tolerance, max_runs)
     model = require_tflite(model_path, "model")
     warnings = _refuse_unmatched_baseline(baseline, baseline_path, model, threads, model_name, store_path,
                                           allow_different_model)
+    per_look = alpha / planned_looks(runs, max_runs)  # Bonferroni over the sequential looks
+    if "reference" not in baseline:
+        return _check_calibrated(baseline, baseline_path, model, threads, tolerance, per_look, warmup, runs,
+                                 max_runs, timer_factory, warnings)
+    reference = baseline["reference"]
+    with tempfile.TemporaryDirectory(prefix="mobiledepth-gate-") as tmp:
+        network = reference_model(reference, tmp, baseline_path)
+        session = InterleavedSession([network, model], warmup, threads, timer_factory)
+        comparison = measure_until_decided(
+            session, lambda s: paired_comparison(s, tolerance, per_look, model.name, reference["model_ratio"]),
+            runs, max_runs)
+    then, now = median(reference["samples_us"]), median(session.samples[0])
+    return CheckResult(
+        "baseline", comparison, f"baseline {baseline_path}", str(model), threads, session.rounds,
+        baseline_path=str(baseline_path), warnings=warnings,
+        notes=[f"the baseline's network runs {now / then:.2f}x as long here as when the baseline was made "
+               f"({baseline.get('created_at')}): {then / 1000:.3f} ms then, {now / 1000:.3f} ms now"],
+    )
+
+
+def _check_calibrated(baseline: dict, baseline_path, model, threads: int, tolerance: float, per_look: float,
+                      warmup: int, runs: int, max_runs: int, timer_factory: TimerFactory,
+                      warnings: list[str]) -> CheckResult:
+    """The comparison with a baseline that has no reference network: relative to the calibration model."""
     calib = calibration_model()
     repeat = baseline["calibration"].get("repeat", 1)
     session = InterleavedSession([model, calib], warmup, threads, with_calibration_blocks(timer_factory, calib, repeat))
-    per_look = alpha / planned_looks(runs, max_runs)  # Bonferroni over the sequential looks
     comparison = measure_until_decided(
         session,
         lambda s: decide(baseline["samples_us"], s.samples[0], tolerance, per_look,
@@ -170,7 +208,10 @@ def check_baseline(
     return CheckResult(
         "baseline", comparison, f"baseline {baseline_path}", str(model), threads, session.rounds,
         calibration={"baseline_us": median(baseline_calib), "new_us": median(calib_s)},
-        baseline_path=str(baseline_path), warnings=warnings,
+        baseline_path=str(baseline_path),
+        warnings=warnings + [f"baseline {baseline_path} has no reference network (an older mobiledepth made it), so "
+                             "it is compared relative to the calibration model, which a busy machine slows less than "
+                             "a large model; recreate it with --update-baseline"],
         notes=[f"calibration model runs {median(calib_s) / median(baseline_calib):.2f}x as long here as when the "
                f"baseline was made ({baseline.get('created_at')})"],
     )

@@ -1,7 +1,8 @@
 """Baseline files and model identity: what a baseline knows a model by, and reading one safely.
 
 A baseline (``--update-baseline``) records the model's identity (sha256, spec hash, precision,
-input size), the host, and every timing of the model and of the calibration model. Reading one
+input size), the host, every timing of the model, of its reference network (``gate.reference``) and
+of the calibration model, and the reference network itself. Reading one
 validates every field it uses and names the first bad one.
 """
 
@@ -127,8 +128,9 @@ def _host_info() -> dict[str, Any]:
 
 
 def baseline_record(model: Path, name: str, identity: dict, calib: Path, repeat: int, threads: int, runs: int,
-                    warmup: int, model_samples: list[float], calib_samples: list[float]) -> dict:
-    """The baseline file's content: the model's identity, the host, and every timing."""
+                    warmup: int, model_samples: list[float], calib_samples: list[float], reference: dict) -> dict:
+    """The baseline file's content: the model's identity, the host, every timing, and the reference network
+    (``gate.reference.make_reference`` plus its ``samples_us`` and the median per-round ``model_ratio``)."""
     from mobiledepth.io import sha256_file
 
     return {
@@ -137,7 +139,7 @@ def baseline_record(model: Path, name: str, identity: dict, calib: Path, repeat:
         "calibration": {"sha256": sha256_file(calib), "median_us": median(calib_samples), "repeat": repeat},
         "threads": threads, "runs": runs, "warmup": warmup, "host": _host_info(),
         "median_us": median(model_samples), "relative_to_calibration": median(model_samples) / median(calib_samples),
-        "samples_us": model_samples, "calibration_samples_us": calib_samples,
+        "samples_us": model_samples, "calibration_samples_us": calib_samples, "reference": reference,
     }
 
 
@@ -198,7 +200,21 @@ def baseline_problem(data: dict) -> str | None:
         return f"'calibration.repeat' is {repeat!r:.40}, not a positive count"
     return (_samples_problem("samples_us", data["samples_us"])
             or _samples_problem("calibration_samples_us", data["calibration_samples_us"])
-            or _identity_problem(data["model"]))
+            or _identity_problem(data["model"])
+            or ("reference" in data and _reference_section_problem(data["reference"])) or None)
+
+
+def _reference_section_problem(section: Any) -> str | None:
+    """What is wrong with a baseline's reference network section (optional: older baselines have none)."""
+    from mobiledepth.gate.reference import reference_problem
+
+    problem = reference_problem(section)
+    if problem:
+        return problem
+    ratio = section.get("model_ratio")
+    if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not math.isfinite(ratio) or ratio <= 0:
+        return f"'reference.model_ratio' is {ratio!r:.40}, not a positive number"
+    return _samples_problem("reference.samples_us", section.get("samples_us") or [])
 
 
 def read_baseline(path: str | os.PathLike) -> dict:

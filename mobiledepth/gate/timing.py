@@ -159,12 +159,16 @@ def calibration_model() -> Path:
     return CALIBRATION_MODEL
 
 
-def paired_comparison(session: InterleavedSession, tolerance: float, alpha: float, name: str) -> Comparison:
-    """The A/B comparison of a two-model session (old first): per-round ratios new/old (the shared statistic)."""
+def paired_comparison(session: InterleavedSession, tolerance: float, alpha: float, name: str,
+                      old_scale: float = 1.0) -> Comparison:
+    """The A/B comparison of a two-model session (old first): per-round ratios new/old (the shared statistic).
+
+    ``old_scale``: how much slower the old model is than the one timed in its place (a baseline's reference
+    network: the recorded model / reference ratio); ratios are divided by it, the old median multiplied."""
     from android_bench.interleave import round_ratios
 
     from mobiledepth.gate.verdict import decide_paired
 
     old, new = session.samples
-    return decide_paired(round_ratios(session.blocks[1], session.blocks[0]), median(old), median(new), len(old),
-                         len(new), tolerance, alpha, name)
+    ratios = [r / old_scale for r in round_ratios(session.blocks[1], session.blocks[0])]
+    return decide_paired(ratios, median(old) * old_scale, median(new), len(old), len(new), tolerance, alpha, name)

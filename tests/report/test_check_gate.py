@@ -244,7 +244,8 @@ def test_baseline_round_trip_and_mismatches(host, tiny_tflites, tmp_path):
     assert data["relative_to_calibration"] == pytest.approx(data["median_us"] / data["calibration"]["median_us"])
     same = gate.check_baseline(tiny_tflites["narrow"], base, runs=20, warmup=3, model_name="tiny",
                                tolerance=SAME_MODEL_TOLERANCE)
-    assert same.exit_code == 0 and same.comparison.normalised and same.warnings == []
+    assert data["reference"]["model_ratio"] > 0 and len(data["reference"]["samples_us"]) == 20
+    assert same.exit_code == 0 and not same.comparison.normalised and same.warnings == []  # paired, not normalised
     slower = gate.check_baseline(tiny_tflites["wide"], base, runs=20, warmup=3, model_name="tiny")
     assert slower.exit_code == 1 and slower.comparison.verdict == "regression"
     assert "no spec hash" in slower.warnings[0]  # another file, no spec hash: matched by name
