@@ -178,7 +178,8 @@ def _timed_candidates(ref: str, checkpoint: Path, size, by_ratio: dict, multipli
     unpruned one: ({multiplier: ratio}, NetAdapt's ratio)."""
     from mobiledepth.arch.resolve import resolve_model
     from mobiledepth.prune.graph import uniform_prune
-    from mobiledepth.prune.lut import exported_factory, time_against
+    from mobiledepth.prune.timing import time_against
+    from mobiledepth.prune.variants import exported_factory
 
     resolved = resolve_model(ref, str(checkpoint))
     files = {}
@@ -265,7 +266,8 @@ def tuned_uniform(args, out: Path, size, multiplier: float, settings, budget: in
 def uniform_baseline(args, out: Path, size, na: dict) -> dict:
     """Per seed: the uniform cuts either side of NetAdapt's measured latency, each fine-tuned with NetAdapt's step
     budget and scored, all timed side by side; the uniform WHDR at NetAdapt's ratio is interpolated between them."""
-    from mobiledepth.prune.lut import load_table, statistic_of, time_against
+    from mobiledepth.prune.lut import load_table
+    from mobiledepth.prune.timing import statistic_of, time_against
     from mobiledepth.prune.netadapt import PruneSettings
 
     work = Path(na["run_dir"]) / "uniform"

@@ -68,7 +68,7 @@ def ensure_data(root: Path, train_n: int, test_n: int) -> None:
 
 def uniform_estimates(spec: dict, table, multiple: int = 8) -> list[tuple[float, dict, float]]:
     """(multiplier, spec, LUT estimate in µs) for every uniform width multiplier 1.00 .. 0.10 (widest first)."""
-    from mobiledepth.prune.lut import variant_specs
+    from mobiledepth.prune.variants import variant_specs
 
     out = []
     for step in range(100, 9, -1):
@@ -219,7 +219,7 @@ def run_netadapt(settings, run_dir: Path, report: dict) -> dict:
 
 def turn_value(args):
     """One turn's timed block as one number under ``--statistic`` (the statistic NetAdapt decided with)."""
-    from mobiledepth.prune.lut import statistic_of
+    from mobiledepth.prune.timing import statistic_of
 
     return lambda block: statistic_of(block, args.statistic)
 
@@ -231,7 +231,8 @@ def matched_uniform(args, spec: dict, start_ckpt: Path, lut, netadapt_tflite: Pa
     unpruned one; the one whose ratio is closest to NetAdapt's wins. Returns (multiplier, spec, estimate µs)."""
     from mobiledepth.arch import load_checkpoint, save_checkpoint
     from mobiledepth.prune.groups import group_widths
-    from mobiledepth.prune.lut import export_spec, time_against
+    from mobiledepth.prune.timing import time_against
+    from mobiledepth.prune.variants import export_spec
     from mobiledepth.prune.surgery import prune_model
 
     from mobiledepth.prune.groups import set_group_widths
@@ -266,7 +267,7 @@ def uniform_baseline(args, spec: dict, start_ckpt: Path, lut, settings, run_dir:
     budget; returns its TFLite file (timed side by side with NetAdapt's model and the unpruned one)."""
     from mobiledepth.arch import load_checkpoint
     from mobiledepth.prune.groups import group_widths
-    from mobiledepth.prune.lut import export_spec
+    from mobiledepth.prune.variants import export_spec
     from mobiledepth.prune.netadapt import fine_tune, held_out_whdr
 
     t0 = time.perf_counter()
@@ -288,7 +289,7 @@ def side_by_side(args, reference: Path, models: dict[str, Path], report: dict) -
     """The pruned models timed in one session interleaved with the unpruned reference (the shared
     statistic: ``--statistic`` per turn, median per-round ratio with its 95 % order-statistic CI);
     returns {name: RatioInterval}."""
-    from mobiledepth.prune.lut import time_against
+    from mobiledepth.prune.timing import time_against
 
     timing = time_against(models, reference, rounds=args.rounds, max_rounds=args.rounds, reduce=turn_value(args))
     report["side_by_side"] = {"rounds": timing.rounds, "reference_ms": timing.reference_us / 1000,

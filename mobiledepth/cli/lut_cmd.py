@@ -161,7 +161,7 @@ def show(table, model, as_json) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random width variants.")
 def validate(table, model, random_count, multipliers, runs, work_dir, seed) -> None:
     """LUT estimate vs end-to-end measurement, every variant side by side with the unpruned model."""
-    from mobiledepth.prune.lut import validate_lut
+    from mobiledepth.prune.variants import validate_lut
 
     mults = _multipliers(multipliers, "--multipliers")
     console = Console()

@@ -15,7 +15,8 @@ Two modes:
 
 The rooms: ``timing`` (the interleaved sessions, the calibration reference, sampling until
 decided), ``verdict`` (statistics and decision rule), ``baseline`` (baseline files, model
-identity), ``reference`` (a baseline's reference network). Exit codes: 0 pass, 1 regression, 2 usage error or a run that could not be measured.
+identity), ``reference`` (a baseline's reference network). Exit codes: 0 pass, 1 regression,
+2 usage error or a run that could not be measured.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from mobiledepth.errors import UserError
 from mobiledepth.gate.baseline import (  # noqa: F401 - the gate's public names
@@ -128,7 +130,7 @@ def update_baseline(
         session = InterleavedSession([model, calib, network], warmup, threads,
                                      with_calibration_blocks(timer_factory, calib, repeat))
         session.run(runs)
-    for path, samples in zip((model, calib, model), session.samples):
+    for path, samples in zip((model, calib, Path(f"{model} (its reference network)")), session.samples):
         check_measured(samples, path, runs)
     model_s, calib_s, reference_s = session.samples
     reference.update(samples_us=reference_s, model_ratio=median(round_ratios(session.blocks[0], session.blocks[2])))

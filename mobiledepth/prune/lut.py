@@ -8,20 +8,24 @@ A table is built for a spec, an input size, a device and a delegate:
    the spec actually has).
 2. The grid points not yet in the cache are built as single-layer TFLite models by one
    TensorFlow child process (:mod:`mobiledepth.prune.layer_models`) and timed through
-   ``android_bench`` (host interpreter or benchmark_model on a phone).
+   ``android_bench`` (host interpreter or benchmark_model on a phone): :mod:`mobiledepth.prune.timing`.
 3. Every measurement is kept, with its raw samples, in a cache file keyed by (device,
    delegate, threads, runtime version) and layer config, written after every chunk, so a
    stopped build resumes and another spec reuses identical layers.
 
 4. The graph correction (:class:`GraphCorrection`) is fitted on whole-model width variants timed
-   side by side with the unpruned model (``calibrate``).
+   side by side with the unpruned model (:func:`mobiledepth.prune.variants.calibrate`).
 
 ``LatencyTable.estimate_layers(layers)`` = per-invoke overhead + factor x the sum over layers of
 (interpolated layer time - overhead, or its weights streamed at the model's footprint when longer:
 :mod:`mobiledepth.prune.weight_stream`, measured by the build) + per-op overhead x layers; the
 per-invoke overhead is measured on a one-ADD model (``null``). The layers come from
-:func:`network_layers` (a spec) or :func:`mobiledepth.prune.traced_layers.traced_layers` (any module). ``validate_lut`` compares
-estimated and measured ratios to the unpruned model, timed in one session.
+:func:`network_layers` (a spec) or :func:`mobiledepth.prune.traced_layers.traced_layers` (any module).
+``variants.validate_lut`` compares estimated and measured ratios to the unpruned model, timed in one session.
+
+The rooms beside this one: ``timing`` (layer models built and timed, interleaved sessions, the table's
+statistic), ``channel_tile`` (``--multiple auto``), ``weight_stream`` (weights that outgrow the cache),
+``variants`` (whole-model width variants: export, calibration, validation).
 """
 
 from __future__ import annotations
@@ -30,41 +34,23 @@ import functools
 import itertools
 import json
 import os
-import random
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mobiledepth.errors import MobileDepthError, StageFailed, UserError
+from mobiledepth.errors import StageFailed, UserError
 from mobiledepth.io import sha256_json, write_json_atomic
-from mobiledepth.records import new_record, read_export_record
+from mobiledepth.records import new_record
 from mobiledepth.progress import Progress, ProgressFn
+from mobiledepth.prune.channel_tile import TILE_PROBE_CHANNELS, TileProbe, probe_channel_tile, probe_layer
 from mobiledepth.prune.layers import NULL_LAYER, Layer, network_layers
+from mobiledepth.prune.timing import build_layer_models, statistic_of, time_models
 
 LUT_FORMAT = "mobiledepth-lut/1"
 CACHE_FORMAT = "mobiledepth-lut-cache/1"
-STATISTICS = ("median", "p5", "min")
 
 
-def statistic_of(samples: list[float], name: str = "median") -> float:
-    """``median``, ``p5`` (5th percentile, linear) or ``min`` of timed runs.
-
-    On a machine shared with other jobs, preemption inflates medians (2x seen here under a
-    load of 5 on 2 cores); ``p5``/``min`` track the uncontended latency."""
-    if name not in STATISTICS:
-        raise UserError(f"unknown statistic {name!r}; choose one of {', '.join(STATISTICS)}")
-    values = sorted(float(v) for v in samples)
-    if not values:
-        raise UserError("no timed samples to summarise; re-measure")
-    if name == "min":
-        return values[0]
-    from android_bench.result import percentile
-
-    return percentile(values, 50 if name == "median" else 5)
-
-
-# ----------------------------------------------------------------------------- grid
 def multiples(maximum: int, multiple: int, points: int) -> list[int]:
     """About ``points`` multiples of ``multiple`` spread evenly over [multiple, maximum], ending at maximum."""
     top = max(multiple, (maximum // multiple) * multiple)
@@ -92,7 +78,6 @@ def family_grid(layers: list[Layer], multiple: int = 8, points: int = 5) -> dict
     return grid
 
 
-# ----------------------------------------------------------------------------- the table
 @dataclass
 class LatencyTable:
     """A loaded table: metadata and entries (layer key -> {"layer", "samples_us", "median_us"})."""
@@ -305,7 +290,6 @@ def load_table(path: str | os.PathLike) -> LatencyTable:
     return LatencyTable(meta={k: v for k, v in data.items() if k != "entries"}, entries=data["entries"], path=path)
 
 
-# ----------------------------------------------------------------------------- measuring
 def default_cache_dir() -> Path:
     """``$MOBILEDEPTH_LUT_CACHE`` or ``~/.cache/mobiledepth/lut``."""
     if os.environ.get("MOBILEDEPTH_LUT_CACHE"):
@@ -352,53 +336,6 @@ def _read_cache(path: Path, identity: dict) -> dict:
     except json.JSONDecodeError:
         raise UserError(f"LUT cache {path} is corrupt; delete it (measurements will be redone)") from None
     return data
-
-
-def time_models(paths: list[Path], device: str, delegate: str, threads: int, runs: int, warmup: int) -> list[dict]:
-    """BenchResults of several .tflite files on one device, through android_bench."""
-    from android_bench.errors import BenchError
-    from android_bench.runner import ModelItem, RunOptions, benchmark
-
-    try:
-        return benchmark([ModelItem(Path(p)) for p in paths], [device],
-                         RunOptions(delegate=delegate, threads=threads, runs=runs, warmup=warmup))
-    except BenchError as exc:
-        raise (UserError if getattr(exc, "exit_code", 1) == 2 else MobileDepthError)(str(exc)) from None
-
-
-def build_layer_models(jobs: list[dict], out_dir: Path, progress: ProgressFn | None,
-                       timeout_s: float | None = None) -> tuple[float, list[str]]:
-    """Build the single-layer TFLite models in one guarded TensorFlow child process in the converter
-    environment (``mobiledepth.converter_env``; ``mobiledepth.child``: it dies with this process, and
-    past ``timeout_s``, default 10 min + 10 s a job); returns (seconds, failures)."""
-    from mobiledepth.child import run_child
-    from mobiledepth.converter_env import converter_env, worker_command
-
-    if not jobs:
-        return 0.0, []
-    jobs_file = out_dir / "jobs.json"
-    jobs_file.write_text(json.dumps(jobs))
-    start = time.perf_counter()
-    command = worker_command(Path(__file__).with_name("layer_models.py"), str(jobs_file), str(out_dir))
-    env = {**converter_env(), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    failures: list[str] = []
-    finished = [0]
-
-    def on_line(line: str) -> None:
-        if line.startswith(("done ", "fail ")):
-            finished[0] += 1
-            if line.startswith("fail "):
-                failures.append(line[5:].strip())
-            if progress:
-                progress(Progress("convert", "layer", done=finished[0], total=len(jobs)))
-
-    log = out_dir / "builder.log"  # TF is chatty: stderr goes to a file, stdout carries the progress lines
-    code = run_child(command, log, timeout_s or 600 + 10 * len(jobs), "the layer-model builder", env=env,
-                     on_line=on_line)
-    if code != 0:
-        tail = [l for l in log.read_text(errors="replace").strip().splitlines() if l.strip()][-1:] or ["no output"]
-        raise StageFailed(f"the layer-model builder failed ({tail[0][:200]}); check that tensorflow imports in the converter environment ({command[0]})")
-    return time.perf_counter() - start, failures
 
 
 @dataclass
@@ -472,149 +409,6 @@ def _measure_missing(missing: list[Layer], cache: dict, cache_file: Path, device
             if progress:
                 progress(Progress("time", "layer", done=min(offset + chunk, len(ready)), total=len(ready)))
         return convert_s, time.perf_counter() - start, failures
-
-
-# ----------------------------------------------------------------------------- channel tile (--multiple auto)
-TILE_CANDIDATES = (4, 8, 16, 32)          # tiles `--multiple auto` chooses from
-TILE_PROBE_CHANNELS = (4, 8, 12, 16, 24, 32, 40, 48)  # output channels the probe times
-TILE_TOLERANCE = 0.05                     # flat within, and each step above the last by more than, this (at least)
-
-
-def step_fits(times: dict[int, float], tile: int, tolerance: float = TILE_TOLERANCE) -> bool:
-    """Whether ``times`` (output channels -> µs) are a step function of ceil(c / tile): no c cheaper than its
-    step's widest probe (the step top) by more than ``tolerance`` — rounding a width up to the tile then costs
-    nothing — and every step top above the previous one by more than ``tolerance``; at least two steps must be
-    probed, or nothing was seen to rise. One-sided: a width *dearer* than its step top (measured here: 24 output
-    channels 1.33x the price of 32) is one more reason to stay on the tile, not a reason against it."""
-    steps: dict[int, list[int]] = {}
-    for channels in sorted(times):
-        steps.setdefault(-(-channels // tile), []).append(channels)
-    if len(steps) < 2:
-        return False
-    tops = [times[max(members)] for _, members in sorted(steps.items())]
-    flat = all(times[c] >= times[max(members)] * (1 - tolerance) for members in steps.values() for c in members)
-    return flat and all(high > low * (1 + tolerance) for low, high in zip(tops, tops[1:]))
-
-
-def channel_tile(times: dict[int, float], candidates=TILE_CANDIDATES, tolerance: float = TILE_TOLERANCE) -> int:
-    """The largest candidate tile T for which ``times`` are a step function of ceil(c / T) within
-    ``tolerance`` (:func:`step_fits`), else the smallest candidate."""
-    fitting = [tile for tile in candidates if step_fits(times, tile, tolerance)]
-    return max(fitting) if fitting else min(candidates)
-
-
-def _macs(layer: Layer) -> float:
-    return layer.h * layer.w * layer.kernel ** 2 * layer.channels[0] * layer.channels[1] / layer.stride ** 2
-
-
-def probe_layer(layers: list[Layer]) -> Layer:
-    """The layer the tile probe varies: the costliest (MACs) member of the model's costliest full-conv family
-    whose output channels pruning changes (its kernel, stride, activation, input size and input channels)."""
-    families: dict[str, list[Layer]] = {}
-    for layer in layers:
-        if layer.op == "conv" and layer.variable[1]:
-            families.setdefault(layer.family, []).append(layer)
-    if not families:
-        raise UserError("--multiple auto times a convolution whose output channels can be pruned, and this model "
-                        "has none; give --multiple N (e.g. 8)")
-    costliest = max(families.values(), key=lambda members: sum(map(_macs, members)))
-    return max(costliest, key=_macs)
-
-
-@dataclass
-class TileProbe:
-    """What ``--multiple auto`` measured and chose; stored in the table's meta (``multiple_probe``)."""
-
-    layer: dict                       # the probed conv (channels: its own); output channels varied
-    times_us: dict[int, float]        # output channels -> the table's statistic, ratio x reference in one session
-    intervals: dict[int, list[float]]  # output channels -> the ratio's 95 % CI, times the reference
-    tolerance: float                  # TILE_TOLERANCE, or the widest ratio CI half-width when wider
-    fits: dict[int, bool]             # candidate tile -> step_fits
-    tile: int
-    rounds: int
-    statistic: str
-    seconds: float = 0.0
-    reused: bool = False
-
-    def rule(self) -> str:
-        return (f"largest T in {sorted(self.fits)} for which no probe c is more than {self.tolerance * 100:.0f} % below "
-                f"t(ceil(c/T)*T) and each step is more than {self.tolerance * 100:.0f} % above the last, else the smallest")
-
-    def to_dict(self) -> dict:
-        return {"layer": self.layer, "channels": sorted(self.times_us), "times_us": self.times_us,
-                "intervals_us": self.intervals, "tolerance": self.tolerance, "fits": self.fits, "tile": self.tile,
-                "rule": self.rule(), "rounds": self.rounds, "statistic": self.statistic,
-                "timing": "interleaved in one session of the shared harness; ratio to the widest probe x its latency",
-                "seconds": round(self.seconds, 2), "reused": self.reused}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TileProbe":
-        return cls(data["layer"], {int(c): float(t) for c, t in data["times_us"].items()},
-                   {int(c): list(v) for c, v in data["intervals_us"].items()}, float(data["tolerance"]),
-                   {int(t): bool(f) for t, f in data["fits"].items()}, int(data["tile"]), int(data["rounds"]),
-                   data["statistic"], float(data.get("seconds", 0.0)), True)
-
-    def line(self) -> str:
-        """One line: what it chose and why."""
-        layer = Layer.from_dict(self.layer)
-        times = ", ".join(f"{c}: {t:.0f}" if t >= 100 else f"{c}: {t:.1f}" for c, t in sorted(self.times_us.items()))
-        verdict = (f"a step function of ceil(c/{self.tile}) within {self.tolerance * 100:.0f} %"
-                   if self.fits.get(self.tile) else
-                   f"no candidate tile's step function within {self.tolerance * 100:.0f} %, so the smallest")
-        fitted = ", ".join(f"{t} {'yes' if f else 'no'}" for t, f in sorted(self.fits.items()))
-        return (f"channel tile {self.tile}: conv k{layer.kernel}/s{layer.stride} {layer.h}x{layer.w}, "
-                f"{layer.channels[0]} in, {self.statistic} µs by output channels {times} is {verdict} "
-                f"(fits: {fitted}){' [from the cache]' if self.reused else ''}; --multiple {self.tile}")
-
-
-def probe_channel_tile(layers: list[Layer], cache: dict, cache_file: Path, device: str, delegate: str,
-                       threads: int, statistic: str, rounds: int = 10) -> TileProbe:
-    """Time the model's :func:`probe_layer` at :data:`TILE_PROBE_CHANNELS` output channels, interleaved in one
-    session of the shared harness on the table's runner, and choose the tile (:func:`channel_tile`). A probe of
-    the same layer and statistic in the cache (this runner's file) is reused; a new one is written there."""
-    base = probe_layer(layers)
-    key = f"{base.family}|cin{base.channels[0]}|{statistic}|c{'x'.join(map(str, TILE_PROBE_CHANNELS))}"
-    if key in cache.get("probes", {}):
-        return TileProbe.from_dict(cache["probes"][key])
-    start = time.perf_counter()
-    probes = {c: base.with_channels((base.channels[0], c)).to_dict() for c in TILE_PROBE_CHANNELS}
-    widest = max(probes)
-    timing = time_probe_models(probes, widest, "channel-tile probe", device, delegate, threads, statistic, rounds,
-                               hint="; give --multiple N instead of auto")
-    probe = _tile_probe(base, timing, widest, statistic)
-    probe.seconds = time.perf_counter() - start
-    cache.setdefault("probes", {})[key] = probe.to_dict()
-    write_json_atomic(cache_file, cache)
-    return probe
-
-
-def time_probe_models(layers: dict[int, dict], reference: int, what: str, device: str, delegate: str, threads: int,
-                      statistic: str, rounds: int, hint: str = "") -> "SessionTiming":
-    """Build a probe's models (``layers``: name -> layer dict for :mod:`layer_models`) in one TensorFlow child and
-    time them interleaved with ``layers[reference]`` in one session of the shared harness (per turn ``statistic``;
-    ``rounds`` first, up to 3x while a ratio's CI is wider than ±2 %); the names become strings."""
-    with tempfile.TemporaryDirectory(prefix="mobiledepth-probe-") as tmp:
-        files = {name: Path(tmp) / f"probe{name}.tflite" for name in layers}
-        _, failures = build_layer_models([{"file": files[n].name, "layer": layer} for n, layer in layers.items()],
-                                         Path(tmp), None)
-        if failures:
-            raise StageFailed(f"the {what} could not build {failures[0]}{hint}")
-        return time_against({str(n): f for n, f in files.items() if n != reference}, files[reference], device,
-                            delegate, threads, rounds=rounds, max_rounds=3 * rounds, precision=0.02,
-                            reduce=lambda block: statistic_of(block, statistic), reference_name=str(reference))
-
-
-def _tile_probe(base: Layer, timing: "SessionTiming", widest: int, statistic: str) -> TileProbe:
-    """The probe's times (each ratio to the widest probe x its latency), its noise and the chosen tile."""
-    times = {widest: timing.reference_us}
-    intervals = {widest: list(timing.absolute[str(widest)][1:])}
-    for name, ratio in timing.ratios.items():
-        scaled = ratio.scaled(timing.reference_us)
-        times[int(name)], intervals[int(name)] = scaled.ratio, [scaled.low, scaled.high]
-    tolerance = max([TILE_TOLERANCE] + [r.half_width for r in timing.ratios.values()])
-    fits = {tile: step_fits(times, tile, tolerance) for tile in TILE_CANDIDATES}
-    return TileProbe(base.to_dict(), dict(sorted(times.items())), dict(sorted(intervals.items())), tolerance, fits,
-                     channel_tile(times, TILE_CANDIDATES, tolerance), timing.rounds, statistic)
 
 
 CALIBRATE_AT = (1.0, 0.6, 0.4)  # uniform widths the graph correction is fitted on (validation holds out others)
@@ -720,6 +514,8 @@ def _file_name(name: str) -> str:
 def _calibrate_build(path: Path, target: LutTarget, calibrate_at, random_count: int, work_dir, progress) -> float:
     """Fit and store the graph correction on the model's uniform width variants (a spec's, or a factory
     model's cut by ``prune.graph.uniform_prune``) and ``random_count`` random ones; returns the seconds it took."""
+    from mobiledepth.prune.variants import calibrate, factory_variants, spec_variants, variants_dir
+
     if not calibrate_at:
         return 0.0
     start = time.perf_counter()
@@ -741,435 +537,3 @@ def _calibrate_build(path: Path, target: LutTarget, calibrate_at, random_count: 
     write_json_atomic(path, data)
     return seconds
 
-
-# ----------------------------------------------------------------------------- validation
-def variant_specs(spec: dict, multipliers=(1.0, 0.75, 0.5, 0.35), random_count: int = 3, multiple: int = 8,
-                  seed: int = 0) -> list[tuple[str, dict]]:
-    """Width variants of a spec: uniform multipliers and random per-group widths (structure kept)."""
-    from mobiledepth.prune.groups import channel_groups, set_group_widths, structure
-
-    groups = [g for g in channel_groups(spec) if g.prunable]
-    base = structure(spec)
-    rng = random.Random(seed)
-    out = []
-
-    def fit(widths: dict[str, int]) -> dict:
-        """Nudge widths (down, then up) until the structure equals the original's."""
-        widths = dict(widths)
-        for g in groups:
-            for step in range(0, 64):
-                trial = set_group_widths(spec, widths)
-                if structure(trial) == base:
-                    break
-                delta = multiple * ((step // 2) + 1) * (-1 if step % 2 == 0 else 1)
-                widths[g.name] = min(g.width, max(multiple, widths[g.name] + delta))
-        spec_out = set_group_widths(spec, widths)
-        if structure(spec_out) != base:
-            raise UserError("could not find widths keeping the network structure; use fewer constraints")
-        return spec_out
-
-    for m in multipliers:
-        widths = {g.name: min(g.width, max(multiple, int(round(g.width * m / multiple)) * multiple)) for g in groups}
-        out.append((f"uniform x{m:g}", fit(widths)))
-    for i in range(random_count):
-        widths = {g.name: rng.choice(range(multiple, g.width + 1, multiple)) if g.width >= multiple else g.width
-                  for g in groups}
-        out.append((f"random #{i + 1}", fit(widths)))
-    return out
-
-
-def export_spec(spec: dict, input_size: tuple[int, int], out_dir: str | os.PathLike,
-                checkpoint: str | os.PathLike | None = None) -> tuple[Path, Path]:
-    """Export ``spec`` to fp32 TFLite with the project's export chain; returns (tflite, run_dir)."""
-    import yaml
-
-    from mobiledepth.io import write_text_atomic
-
-    out_dir = Path(out_dir)
-    spec_file = out_dir.with_name(out_dir.name + ".spec.yaml")  # export takes names and YAML paths
-    write_text_atomic(spec_file, yaml.safe_dump(spec, sort_keys=False))
-    return export_fp32(str(spec_file), input_size, out_dir, checkpoint)
-
-
-def export_fp32(model: str, input_size: tuple[int, int], out_dir: str | os.PathLike,
-                checkpoint: str | os.PathLike | None = None) -> tuple[Path, Path]:
-    """``model`` (a spec YAML, zoo name or ``module:factory``) exported to fp32 TFLite through the route the
-    table's layers mirror (:data:`VARIANT_ROUTE`, not every route); returns (tflite, run_dir)."""
-    from mobiledepth.export import export_model
-
-    result = export_model(model=model, checkpoint=checkpoint, input_size=tuple(input_size), precisions="fp32",
-                          out=out_dir, converter=VARIANT_ROUTE)
-    return Path(result.run_dir) / route_tflite(result.record["artifacts"])["path"], Path(result.run_dir)
-
-
-def measure_spec(spec: dict, input_size: tuple[int, int], device: str, delegate: str, threads: int,
-                 out_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
-                 runs: int = 50, warmup: int = 5, statistic: str = "median") -> dict:
-    """Export ``spec`` (fp32 TFLite, the project's export chain) and time it end to end on the device.
-
-    ``latency_us`` is the chosen statistic of the timed runs (``median_us`` is always there too)."""
-    tflite, run_dir = export_spec(spec, input_size, out_dir, checkpoint)
-    bench = time_models([tflite], device, delegate, threads, runs, warmup)[0]
-    if bench["failed"]:
-        raise StageFailed(f"timing {tflite} on {device} failed: {bench['error']}")
-    samples = bench["samples_us"] or [bench["stats"]["median"]]
-    return {"tflite": str(tflite), "run_dir": str(run_dir), "bench": bench, "median_us": bench["stats"]["median"],
-            "latency_us": statistic_of(samples, statistic), "statistic": statistic}
-
-
-class DeviceRunTimer:
-    """One benchmark_model invocation on a phone per ``time_once`` (its median, µs): a phone's turn in
-    the interleaved harness (models alternate invocation by invocation, a cool-down between turns)."""
-
-    def __init__(self, path: Path, device: str, delegate: str, threads: int, runs: int, warmup: int = 5):
-        self.args = ([path], device, delegate, threads, runs, warmup)
-
-    def time_once(self) -> float:
-        result = time_models(*self.args)[0]
-        if result["failed"]:
-            raise StageFailed(f"timing {self.args[0][0]} on {self.args[1]} failed: {result['error']}")
-        return float(result["stats"]["median"])
-
-
-@dataclass
-class SessionTiming:
-    """Models timed interleaved with a reference in one session, summarised by the shared statistic
-    (``android_bench.interleave``): each model's median per-round ratio to the reference, with its CI."""
-
-    ratios: dict[str, object]  # name -> RatioInterval (model / reference)
-    reference_us: float        # the reference's median turn in this session
-    absolute: dict[str, tuple[float, float, float]]  # name -> (median, low, high) of its turns, µs
-    rounds: int
-
-    def latency_us(self, name: str):
-        """``name``'s latency interval in µs: its ratio interval times the reference's latency here."""
-        return self.ratios[name].scaled(self.reference_us)
-
-
-# fresh interpreters every this many rounds: where an instance lands in memory shifts its speed by
-# several percent (docs/ci.md); with one instance per model per session, two sessions of the same
-# pair differed by 1-4 % (docs/benchmarks.md, issue 11: reloading is the remedy tried, not proven)
-HOST_RELOAD_ROUNDS = 5
-
-
-def timing_harness(paths: list[Path], device: str, delegate: str, threads: int, burst: int = 10,
-                   device_runs: int = 20, cooldown_s: float = 5.0):
-    """The shared harness for ``paths``: on host, rotated turns of ``burst`` invokes (the first untimed:
-    caches warm as in an app), interpreters loaded anew every HOST_RELOAD_ROUNDS rounds; on a phone,
-    one benchmark_model invocation per turn and a cool-down."""
-    from functools import partial
-
-    from android_bench.interleave import Interleaved
-
-    if device.lower() == "host":
-        from android_bench.host import HostModel
-
-        return Interleaved([partial(HostModel, path, threads) for path in paths], block=max(burst - 1, 1), untimed=1,
-                           order="rotate", reload_every=HOST_RELOAD_ROUNDS, drop_failures=False)
-    return Interleaved([partial(DeviceRunTimer, path, device, delegate, threads, device_runs) for path in paths],
-                       order="rotate", pause_s=cooldown_s, drop_failures=False)
-
-
-def time_against(models: dict[str, Path], reference: Path, device: str = "host", delegate: str = "cpu",
-                 threads: int = 1, rounds: int = 20, max_rounds: int = 120, precision: float = 0.02,
-                 settled=None, reduce=None, reference_name: str = "reference",
-                 cooldown_s: float = 5.0) -> SessionTiming:
-    """Time ``models`` interleaved with ``reference`` until every ratio's CI is within ``precision``
-    (or ``settled(timing)`` says the decision is clear), ``rounds`` .. ``max_rounds`` rounds.
-
-    ``reduce`` turns one turn's timed block into one value (default: its median)."""
-    from android_bench.interleave import measure_ratios
-
-    names = list(models)
-    harness = timing_harness([Path(models[n]) for n in names] + [Path(reference)], device, delegate, threads,
-                             cooldown_s=cooldown_s)
-    ref = len(names)
-
-    def summary() -> SessionTiming:
-        return _session_summary(harness, names, ref, reduce, reference_name)
-
-    measure_ratios(harness, ref, rounds, max_rounds, settled=(lambda _: settled(summary())) if settled else None,
-                   precision=precision, reduce=reduce)
-    return summary()
-
-
-def _session_summary(harness, names: list[str], ref: int, reduce, reference_name: str) -> SessionTiming:
-    from android_bench.interleave import block_values, median_interval, ratio_interval
-
-    return SessionTiming(
-        ratios={n: ratio_interval(harness.blocks[i], harness.blocks[ref], reduce=reduce) for i, n in enumerate(names)},
-        reference_us=median_interval(block_values(harness.blocks[ref], reduce))[0],
-        absolute={n: median_interval(block_values(harness.blocks[i], reduce))
-                  for i, n in enumerate(names + [reference_name])},
-        rounds=harness.rounds)
-
-
-# the route whose graph the table's layers mirror (onnx2tf's PAD + VALID stride-2 convs, the phase-split
-# form); variants are always exported and timed through it, whatever route export would recommend
-VARIANT_ROUTE = "onnx2tf"
-
-
-def route_tflite(artifacts: list[dict]) -> dict | None:
-    """The fp32 TFLite artifact of :data:`VARIANT_ROUTE` (records without routes: the first TFLite)."""
-    tflites = [a for a in artifacts if a.get("format") == "tflite"]
-    return next((a for a in tflites if a.get("route", VARIANT_ROUTE) == VARIANT_ROUTE), None)
-
-
-def _reused_export(out_dir: Path) -> Path | None:
-    """The fp32 TFLite file of a complete export in ``out_dir``, if there is one."""
-    try:
-        artifact = route_tflite(read_export_record(out_dir).data["artifacts"])
-    except MobileDepthError:
-        return None  # no complete export there yet
-    return out_dir / artifact["path"] if artifact and (out_dir / artifact["path"]).is_file() else None
-
-
-def exported_variant(variant: dict, size: tuple[int, int], work: Path) -> Path:
-    """The variant's fp32 TFLite file: reused when this spec and size were exported into ``work``
-    before (the folder is named by their hash), exported now otherwise."""
-    out_dir = work / f"v-{variant_key(variant, size)}"
-    return _reused_export(out_dir) or export_spec(variant, size, out_dir)[0]
-
-
-def exported_factory(ref: str, model_hash: str, size: tuple[int, int], work: Path,
-                     widths: dict | None = None, model=None) -> tuple[str, Path]:
-    """A factory model's fp32 TFLite file, exported once into ``work`` (reused later); returns (key, file).
-    With ``widths``, ``model`` is the factory's model cut to them, exported from a pruned checkpoint."""
-    key = sha256_json({"factory": ref, "model": model_hash, "size": list(size), **({"widths": widths} if widths else {})})[:16]
-    out_dir = work / f"v-{key}"
-    found = _reused_export(out_dir)
-    if found is None:
-        checkpoint = None
-        if widths:
-            from mobiledepth.prune.graph import save_pruned
-
-            checkpoint = save_pruned(work / f"v-{key}.pt", model, ref, tuple(size))
-        found = export_fp32(ref, size, out_dir, checkpoint)[0]
-    return key, found
-
-
-def random_group_widths(graph, count: int, multiple: int, seed: int = 0) -> list[dict[str, int]]:
-    """``count`` random width choices for a channel graph (``arch.graph.ChannelGraph``), seeded: every prunable
-    group at a multiple of ``multiple`` up to its width, drawn uniformly (a group narrower than ``multiple`` stays)."""
-    rng = random.Random(seed)
-    return [{g.name: rng.choice(range(multiple, g.width + 1, multiple)) if g.width >= multiple else g.width
-             for g in graph.prunable()} for _ in range(count)]
-
-
-def factory_variants(ref: str, size: tuple[int, int], multipliers, multiple: int, work: Path,
-                     progress: ProgressFn | None = None, random_count: int = 0, seed: int = 0) -> list[TimedVariant]:
-    """A factory model (the reference, "uniform x1"), its uniform width variants (every prunable channel group cut
-    by Torch-Pruning's magnitude pruner, ``prune.graph.uniform_prune``) and ``random_count`` random per-group
-    width variants (:func:`random_group_widths`, seeded by ``seed``; cut keeping the channels of highest
-    magnitude), each exported once."""
-    from mobiledepth.arch.resolve import resolve_model
-    from mobiledepth.prune.graph import build_graph, group_widths, prune_to_widths, uniform_prune
-
-    def uniform(m: float):
-        return lambda model: uniform_prune(model, 1.0 - m, multiple, size) if m < 1.0 else None
-
-    def cut_to(widths: dict[str, int]):
-        return lambda model: group_widths(prune_to_widths(model, widths, size), size)
-
-    cuts = [(f"uniform x{m:g}", uniform(m)) for m in (1.0,) + tuple(m for m in multipliers if m != 1.0)]
-    if random_count:
-        graph = build_graph(resolve_model(ref).model, size)
-        cuts += [(f"random #{i + 1}", cut_to(widths))
-                 for i, widths in enumerate(random_group_widths(graph, random_count, multiple, seed))]
-    return [_factory_variant(ref, size, name, cut, work, progress) for name, cut in cuts]
-
-
-def _factory_variant(ref: str, size: tuple[int, int], name: str, cut, work: Path, progress) -> TimedVariant:
-    """One factory variant: a fresh model, ``cut(model)`` in place (returns its group widths, or None for the
-    uncut model), exported once into ``work``, with its traced layers."""
-    from mobiledepth.arch.resolve import resolve_model
-    from mobiledepth.prune.subject import deployed_layers
-
-    resolved = resolve_model(ref)
-    widths = cut(resolved.model)
-    if progress:
-        progress(Progress("export", "start", detail=f"exporting {ref} {name} (or reusing its export)"))
-    key, tflite = exported_factory(ref, resolved.spec_hash, size, work, widths, resolved.model)
-    return TimedVariant(name, key, widths or {}, deployed_layers(resolved.model, size), tflite)
-
-
-def variants_dir(table_path: str | os.PathLike) -> Path:
-    """Where a table's exported width variants live (calibration and validation share them)."""
-    table_path = Path(table_path)
-    return table_path.with_name(table_path.stem + "-variants")
-
-
-def variant_key(variant: dict, size: tuple[int, int]) -> str:
-    """A variant's identity (its spec and input size), as its export folder is named."""
-    return sha256_json({"spec": variant, "size": list(size)})[:16]
-
-
-@dataclass
-class TimedVariant:
-    """A width variant ready to time: its layers (what the table estimates) and its exported TFLite file."""
-
-    name: str
-    key: str
-    widths: dict
-    layers: list[Layer]
-    tflite: Path
-
-
-def spec_variants(spec: dict, size: tuple[int, int], multipliers, random_count: int, multiple: int, seed: int,
-                  work: Path, progress: ProgressFn | None = None) -> list[TimedVariant]:
-    """The unpruned spec first ("uniform x1", the reference), then uniform and random width variants,
-    each exported once into ``work`` (reused later)."""
-    from mobiledepth.prune.groups import group_widths
-
-    multipliers = (1.0,) + tuple(m for m in multipliers if m != 1.0)
-    out = []
-    for name, variant in variant_specs(spec, multipliers, random_count, multiple, seed):
-        if progress:
-            progress(Progress("export", "start", detail=f"exporting {name} (or reusing its export)"))
-        out.append(TimedVariant(name, variant_key(variant, size), group_widths(variant), network_layers(variant, size),
-                                exported_variant(variant, size, work)))
-    return out
-
-
-def time_variants(variants: list[TimedVariant], table: "LatencyTable", rounds: int) -> SessionTiming:
-    """Every variant timed side by side with the first (the unpruned reference) in one session of the
-    shared harness: per turn the table's statistic; ``rounds`` first, up to 4x while a ratio's CI is
-    wider than ±1 %."""
-    meta = table.meta
-    reference = variants[0]
-    return time_against({v.name: v.tflite for v in variants[1:]}, reference.tflite, meta["device"], meta["delegate"],
-                        meta["threads"], rounds=rounds, max_rounds=rounds * 4, precision=0.01,
-                        reduce=lambda block: statistic_of(block, table.statistic), reference_name=reference.name)
-
-
-def calibrate(table_path: str | os.PathLike, variants: list[TimedVariant], rounds: int = 30) -> GraphCorrection:
-    """Fit the table's graph correction on ``variants`` (the first is the reference) timed in one session,
-    and store it in the table; returns it."""
-    table = load_table(table_path)
-    timing = time_variants(variants, table, rounds)
-    null = table.null_us
-    points = []
-    for v in variants:
-        plain = table.estimate_layers(v.layers, corrected=False)
-        ratio = timing.ratios[v.name].ratio if v is not variants[0] else 1.0
-        points.append({"name": v.name, "variant": v.key, "layers": len(v.layers), "layer_sum_us": plain.total_us - null,
-                       "ratio": ratio, "measured_us": ratio * timing.reference_us})
-    factor, per_op = fit_correction([p["layer_sum_us"] for p in points], [p["layers"] for p in points],
-                                    [p["measured_us"] for p in points], null)
-    correction = GraphCorrection(factor, per_op, points, timing.reference_us)
-    data = json.loads(Path(table_path).read_text())
-    data["correction"] = correction.to_dict()
-    write_json_atomic(table_path, data)
-    return correction
-
-
-@dataclass
-class ValidationRow:
-    """One variant: the table's estimate, and its latency measured side by side with the reference.
-
-    ``ratio`` is the measured ratio to the reference (None for the reference itself); the ms values are
-    that ratio times the reference's latency in the same session (the reference: its own turns)."""
-
-    name: str
-    widths: dict
-    estimate_us: float
-    estimate_ratio: float                  # estimate / the reference's estimate
-    ratio: object | None                   # RatioInterval, model / reference
-    measured_us: tuple[float, float, float]  # (median, low, high)
-    held_out: bool                         # not one of the variants the correction was fitted on
-
-    @property
-    def ratio_error(self) -> float | None:
-        """(estimated ratio) / (measured ratio) - 1: the error NetAdapt's decisions see."""
-        return None if self.ratio is None else self.estimate_ratio / self.ratio.ratio - 1
-
-    @property
-    def ratio_error_interval(self) -> tuple[float, float] | None:
-        if self.ratio is None:
-            return None
-        return self.estimate_ratio / self.ratio.high - 1, self.estimate_ratio / self.ratio.low - 1
-
-    @property
-    def ms_error(self) -> float:
-        """The table's ms vs the ms measured in this session (includes the session's drift)."""
-        return self.estimate_us / self.measured_us[0] - 1
-
-    @property
-    def ms_error_interval(self) -> tuple[float, float]:
-        return self.estimate_us / self.measured_us[2] - 1, self.estimate_us / self.measured_us[1] - 1
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "held_out": self.held_out, "estimate_us": self.estimate_us,
-                "estimate_ratio": self.estimate_ratio, "measured_ratio": None if self.ratio is None else self.ratio.ratio,
-                "measured_ratio_interval": None if self.ratio is None else [self.ratio.low, self.ratio.high],
-                "ratio_error": self.ratio_error, "ratio_error_interval": self.ratio_error_interval,
-                "measured_us": self.measured_us[0], "measured_interval_us": list(self.measured_us[1:]),
-                "ms_error": self.ms_error, "ms_error_interval": list(self.ms_error_interval), "widths": self.widths}
-
-
-def validation_rows(variants: list[TimedVariant], table: "LatencyTable", timing: SessionTiming) -> list[ValidationRow]:
-    """Estimate vs measurement for every timed variant (the first is the reference)."""
-    fitted = {p.get("variant") for p in table.correction.points}
-    reference_us = table.estimate_layers(variants[0].layers).total_us
-    rows = []
-    for v in variants:
-        estimate = table.estimate_layers(v.layers).total_us
-        if v is variants[0]:
-            ratio, measured = None, tuple(timing.absolute[v.name])
-        else:
-            ratio = timing.ratios[v.name]
-            scaled = ratio.scaled(timing.reference_us)
-            measured = (scaled.ratio, scaled.low, scaled.high)
-        rows.append(ValidationRow(v.name, v.widths, estimate, estimate / reference_us, ratio, measured,
-                                  v.key not in fitted))
-    return rows
-
-
-def validate_lut(table_path: str | os.PathLike, model: str | dict | None = None, random_count: int = 3,
-                 multipliers=(1.0, 0.75, 0.5, 0.35), runs: int = 300, work_dir: str | os.PathLike | None = None,
-                 seed: int = 0, progress: ProgressFn | None = None) -> dict:
-    """LUT estimate vs end-to-end measurement for width variants timed side by side with the unpruned
-    model in one session; writes ``validation.json`` in the work folder and returns the report dict.
-
-    The headline error is the ratio error (estimated vs measured ratio to the unpruned model): the
-    unit NetAdapt decides in, free of the whole machine's drift between sessions; the ms error (the
-    table's ms vs ms measured in this session) is reported beside it."""
-    from android_bench.result import percentile
-
-    from mobiledepth.arch import resolve_spec, spec_from_record
-
-    from mobiledepth.arch.resolve import is_factory_ref
-
-    table = load_table(table_path)
-    meta = table.meta
-    size = tuple(meta["input_size"])
-    work = Path(work_dir) if work_dir else variants_dir(table_path)
-    work.mkdir(parents=True, exist_ok=True)
-    if is_factory_ref(model):
-        variants = factory_variants(model, size, multipliers, meta["multiple"], work, progress, random_count, seed)
-    else:
-        spec = resolve_spec(model) if model else spec_from_record(meta["model"], f"lookup table {table_path}")
-        variants = spec_variants(spec, size, multipliers, random_count, meta["multiple"], seed, work, progress)
-    if progress:
-        progress(Progress("time", "start", detail=f"timing {len(variants)} models on {meta['device']}, interleaved"))
-    timing = time_variants(variants, table, max(10, runs // 9))
-    rows = validation_rows(variants, table, timing)
-    ratio_errors = sorted(abs(r.ratio_error) for r in rows if r.ratio_error is not None) or [0.0]
-    ms_errors = sorted(abs(r.ms_error) for r in rows)
-    correction = table.correction
-    report = {
-        **new_record("lut_validation"),
-        "table": str(table_path), "device": meta["device"], "delegate": meta["delegate"], "input_size": list(size),
-        "statistic": table.statistic, "reference": variants[0].name, "rounds": timing.rounds,
-        "rows": [r.to_dict() for r in rows],
-        "timing": "every variant side by side with the unpruned reference in one session: interleaved rotated turns "
-                  "of 10 invokes (1 untimed), per turn the table's statistic; median per-round ratio to the "
-                  "reference with a 95 % order-statistic CI; ms = ratio x the reference's median in this session",
-        "correction": {"factor": correction.factor, "per_op_us": correction.per_op_us},
-        "reference_us": timing.reference_us,
-        "session_drift": (timing.reference_us / correction.reference_us - 1) if correction.reference_us else None,
-        "max_abs_error": ratio_errors[-1], "median_abs_error": percentile(ratio_errors, 50),
-        "max_abs_ms_error": ms_errors[-1], "median_abs_ms_error": percentile(ms_errors, 50),
-    }
-    write_json_atomic(work / "validation.json", report)
-    return report

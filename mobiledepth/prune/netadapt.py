@@ -300,7 +300,7 @@ def _export(subject, checkpoint: str | Path, settings: PruneSettings, out_dir: P
 
 def _measure_reference(tflite: Path, settings: PruneSettings) -> float:
     """The unpruned model's latency (ms): the median of its turns in the shared harness."""
-    from mobiledepth.prune.lut import time_against
+    from mobiledepth.prune.timing import time_against
 
     timing = time_against({}, tflite, settings.device, settings.delegate, settings.threads,
                           rounds=settings.measure_rounds, max_rounds=settings.measure_rounds, reduce=_turn_value(settings))
@@ -311,7 +311,7 @@ def _turn_value(settings: PruneSettings):
     """One turn's timed block as one number, under the table's statistic: with ``min``/``p5`` the ratio is
     of uncontended latencies (on a loaded machine a longer invoke is preempted more often, so medians of
     two models inflate unequally: seen here, a 2.2 ms model's median at 11 ms beside a 1.3 ms one's at 1.5)."""
-    from mobiledepth.prune.lut import statistic_of
+    from mobiledepth.prune.timing import statistic_of
 
     statistic = settings.statistic or "median"
     return lambda block: statistic_of(block, statistic)
@@ -326,7 +326,7 @@ def session_target_ratio(settings: PruneSettings, reference_ms: float) -> float:
 def _measure(subject, checkpoint: str | Path, settings: PruneSettings, out_dir: Path, reference: Path) -> dict:
     """Export the subject and time it interleaved with the unpruned ``reference`` until it is clear whether
     the upper confidence bound of its latency ratio is under the target (``measured`` in prune.json)."""
-    from mobiledepth.prune.lut import time_against
+    from mobiledepth.prune.timing import time_against
 
     tflite, run_dir = _export(subject, checkpoint, settings, out_dir)
 

@@ -88,7 +88,7 @@ class SpecSubject:
 
     def export(self, checkpoint, input_size, out_dir: Path) -> tuple[Path, Path]:
         """An fp32 TFLite export of ``checkpoint`` through the export pipeline: (tflite, run_dir)."""
-        from mobiledepth.prune.lut import export_spec
+        from mobiledepth.prune.variants import export_spec
 
         return export_spec(self.spec, input_size, out_dir, checkpoint)
 
@@ -193,9 +193,9 @@ class FactorySubject:
         return {"model": self.factory, "init_checkpoint": str(checkpoint)}
 
     def export(self, checkpoint, input_size, out_dir: Path) -> tuple[Path, Path]:
-        """Through the route the table's layers mirror (``lut.VARIANT_ROUTE``, as a spec's), not every route:
+        """Through the route the table's layers mirror (``variants.VARIANT_ROUTE``, as a spec's), not every route:
         export's default converts twice and may pick another route's file (measured: 122 s + 110 s)."""
-        from mobiledepth.prune.lut import export_fp32
+        from mobiledepth.prune.variants import export_fp32
 
         return export_fp32(self.factory, input_size, out_dir, checkpoint)
 

@@ -131,7 +131,7 @@ def probe_weight_stream(model_mb: float, cache: dict, cache_file: Path, device: 
     """Build the chains a model of ``model_mb`` needs (:func:`probe_depths`), time them interleaved in one session
     of the shared harness on the table's runner, and fit the curve (:func:`stream_from_chains`). A probe of the
     same chains and statistic in the cache (this runner's file) is reused; a new one is written there."""
-    from mobiledepth.prune.lut import time_probe_models
+    from mobiledepth.prune.timing import time_probe_models
 
     depths = probe_depths(model_mb)
     key = f"weight_stream|c{STREAM_CHANNELS}|{STREAM_SIZE}x{STREAM_SIZE}|{statistic}|d{'x'.join(map(str, depths))}"

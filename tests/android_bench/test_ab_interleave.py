@@ -130,7 +130,7 @@ def test_measure_ratios_stops_when_settled_or_at_the_cap():
 def test_the_phone_harness_alternates_benchmark_model_invocations(fake_phones, arm64_binary, phone_model, tmp_path,
                                                                    monkeypatch):
     """On a phone a turn is one benchmark_model invocation; the models alternate, rotating each round."""
-    from mobiledepth.prune.lut import time_against
+    from mobiledepth.prune.timing import time_against
 
     monkeypatch.setenv("ANDROID_BENCH_BINARY", str(arm64_binary))
     fake_phones.set([fake_phones.phone("R5CR10AAA", "SM-G991B")])

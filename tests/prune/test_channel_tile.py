@@ -10,8 +10,8 @@ import pytest
 
 from mobiledepth.errors import UserError
 from mobiledepth.prune.layers import Layer
-from mobiledepth.prune.lut import (TILE_CANDIDATES, TILE_PROBE_CHANNELS, TileProbe, channel_tile, probe_layer,
-                                   step_fits)
+from mobiledepth.prune.channel_tile import (TILE_CANDIDATES, TILE_PROBE_CHANNELS, TileProbe, channel_tile,
+                                            probe_layer, step_fits)
 
 
 def stepped(tile: int, base: float = 200.0, per_tile: float = 110.0, noise: float = 0.0, seed: int = 0) -> dict:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -15,8 +13,6 @@ from mobiledepth.prune.lut import family_grid, load_table
 from mobiledepth.prune.subject import FactorySubject, deployed_layers
 from mobiledepth.prune.traced_layers import substitute, width_map
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_prune_netadapt import own_factory, setup  # noqa: E402,F401  (a factory run's fixtures)
 
 # A small U-Net: conv-BN-ReLU pairs, max-pool down, transposed-conv and nearest-resize up, skip concats.
 UNET = '''
@@ -211,7 +207,7 @@ def test_public_models_substituted_estimates_equal_the_traced_ones(tmp_path, fac
     assert deployed_layers(subject.model, size) == subject.traced(size)
 
 
-def test_a_factory_run_probes_each_group_once(own_factory, monkeypatch):  # noqa: F811
+def test_a_factory_run_probes_each_group_once(own_factory, monkeypatch):
     """start() probes every group (the floor estimate cuts them all); the iterations reuse the run's maps."""
     from test_prune_netadapt import _own_settings
 

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_factory_estimates import _table  # noqa: E402  (a hand-made table over traced layers)
 from test_graph import OWN  # noqa: E402  (conv-BN-ReLU, residual add, depthwise, skip concat, a head)
 
-from mobiledepth.prune import lut  # noqa: E402
+from mobiledepth.prune import variants as lut_variants  # noqa: E402
 
 SIZE = (64, 64)
 REF = "own_prunable:make"
@@ -32,7 +32,7 @@ def own(user_module, tmp_path, monkeypatch):
         path.write_bytes(b"")
         return f"key{len(exported)}", path
 
-    monkeypatch.setattr(lut, "exported_factory", export)
+    monkeypatch.setattr(lut_variants, "exported_factory", export)
     return tmp_path, exported
 
 
@@ -42,7 +42,7 @@ def test_random_variants_are_seeded_on_the_tables_multiple_and_cut_as_exported(o
     from mobiledepth.prune.subject import deployed_layers
 
     tmp, exported = own
-    variants = lut.factory_variants(REF, SIZE, (1.0, 0.5), 16, tmp, random_count=3, seed=3)
+    variants = lut_variants.factory_variants(REF, SIZE, (1.0, 0.5), 16, tmp, random_count=3, seed=3)
     assert [v.name for v in variants] == ["uniform x1", "uniform x0.5", "random #1", "random #2", "random #3"]
     full = build_graph(resolve_model(REF).model, SIZE)
     randoms = variants[2:]
@@ -56,11 +56,11 @@ def test_random_variants_are_seeded_on_the_tables_multiple_and_cut_as_exported(o
         cut = cut_to_widths(resolve_model(REF).model, v.widths, input_size=SIZE)
         assert v.layers == deployed_layers(cut, SIZE)  # what the table estimates is the cut model's trace
     assert len({json.dumps(v.widths, sort_keys=True) for v in randoms}) > 1
-    again = lut.factory_variants(REF, SIZE, (1.0,), 16, tmp, random_count=3, seed=3)[1:]
-    other = lut.factory_variants(REF, SIZE, (1.0,), 16, tmp, random_count=3, seed=4)[1:]
+    again = lut_variants.factory_variants(REF, SIZE, (1.0,), 16, tmp, random_count=3, seed=3)[1:]
+    other = lut_variants.factory_variants(REF, SIZE, (1.0,), 16, tmp, random_count=3, seed=4)[1:]
     assert [v.widths for v in again] == [v.widths for v in randoms]  # the seed decides
     assert [v.widths for v in other] != [v.widths for v in randoms]
-    assert [v.name for v in lut.factory_variants(REF, SIZE, (1.0, 0.6), 16, tmp)] == ["uniform x1", "uniform x0.6"]
+    assert [v.name for v in lut_variants.factory_variants(REF, SIZE, (1.0, 0.6), 16, tmp)] == ["uniform x1", "uniform x0.6"]
 
 
 def test_lut_validate_times_the_random_variants_of_a_factory(own, monkeypatch, capsys):
@@ -82,11 +82,11 @@ def test_lut_validate_times_the_random_variants_of_a_factory(own, monkeypatch, c
         timed.append([(v.name, v.widths) for v in variants])
         raise Stop
 
-    monkeypatch.setattr(lut, "time_variants", time_variants)
+    monkeypatch.setattr(lut_variants, "time_variants", time_variants)
     with pytest.raises(Stop):
         main(["lut", "validate", str(table.path), "--model", REF, "--random", "2", "--seed", "5",
               "--multipliers", "1.0,0.5", "--work-dir", str(tmp / "work")])
     names = [name for name, _ in timed[0]]
     assert names == ["uniform x1", "uniform x0.5", "random #1", "random #2"]  # timed with the uniform ones
-    expected = lut.factory_variants(REF, SIZE, (1.0,), 16, tmp, random_count=2, seed=5)[1:]
+    expected = lut_variants.factory_variants(REF, SIZE, (1.0,), 16, tmp, random_count=2, seed=5)[1:]
     assert [widths for _, widths in timed[0][2:]] == [v.widths for v in expected]  # --seed seeds them

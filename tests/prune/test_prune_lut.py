@@ -208,7 +208,7 @@ def test_estimate_is_monotonic_in_width_despite_a_noisy_grid_point():
 
 
 def test_statistics_by_hand():
-    from mobiledepth.prune.lut import statistic_of
+    from mobiledepth.prune.timing import statistic_of
 
     samples = [5.0, 1.0, 3.0, 2.0, 4.0]
     assert statistic_of(samples, "median") == 3.0
@@ -228,7 +228,7 @@ def test_table_statistic_reads_the_raw_samples():
 def test_calibrate_and_validate_on_host(built):
     """The correction is fitted on uniform variants; validation times every variant against the unpruned
     model in one session, holds the fitted ones apart, and reuses the exports."""
-    from mobiledepth.prune.lut import calibrate, spec_variants, validate_lut
+    from mobiledepth.prune.variants import calibrate, spec_variants, validate_lut
 
     result, root, _ = built
     work = root / "variants"

@@ -10,11 +10,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_prune_lut import hand_table  # noqa: E402
-from test_prune_netadapt import _estimate_ms, settings, setup  # noqa: E402,F401  (the module fixture)
+from test_prune_netadapt import _estimate_ms, settings  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def lut16(setup):  # noqa: F811
+def lut16(setup):
     """A hand-made table on a 16-channel grid (as 'lut build --multiple 16' records it)."""
     root, _, spec = setup
     path = root / "lut16.json"
@@ -22,7 +22,7 @@ def lut16(setup):  # noqa: F811
     return path
 
 
-def test_multiple_defaults_to_the_tables_and_a_resume_keeps_it(setup, lut16, tmp_path):  # noqa: F811
+def test_multiple_defaults_to_the_tables_and_a_resume_keeps_it(setup, lut16, tmp_path):
     from mobiledepth.prune.netadapt import plan_cuts, reopen, start
     from mobiledepth.prune.subject import open_subject
 
@@ -40,7 +40,7 @@ def test_multiple_defaults_to_the_tables_and_a_resume_keeps_it(setup, lut16, tmp
     assert reopen(tmp_path / "run").settings.seed == 7               # reopen alone writes nothing
 
 
-def test_a_finer_multiple_is_allowed_with_one_warning(setup, lut16, tmp_path):  # noqa: F811
+def test_a_finer_multiple_is_allowed_with_one_warning(setup, lut16, tmp_path):
     from mobiledepth.prune.netadapt import start
 
     root, ckpt, spec = setup
@@ -56,7 +56,7 @@ def test_a_finer_multiple_is_allowed_with_one_warning(setup, lut16, tmp_path):  
     assert not [e for e in events if e.event == "warning"]  # a coarser multiple of the grid stays on it
 
 
-def test_the_seed_reaches_every_fine_tune(setup, tmp_path, monkeypatch):  # noqa: F811
+def test_the_seed_reaches_every_fine_tune(setup, tmp_path, monkeypatch):
     from mobiledepth.prune import netadapt
 
     root, ckpt, spec = setup
@@ -71,7 +71,7 @@ def test_the_seed_reaches_every_fine_tune(setup, tmp_path, monkeypatch):  # noqa
     assert seeds and set(seeds) == {5}  # every proposal's short-term fine-tune
 
 
-def test_cli_seed_and_multiple(setup, tmp_path, monkeypatch, capsys):  # noqa: F811
+def test_cli_seed_and_multiple(setup, tmp_path, monkeypatch, capsys):
     from mobiledepth.cli import main
     from mobiledepth.prune import netadapt
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,26 +10,7 @@ import torch
 
 from mobiledepth.errors import UserError
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_prune_lut import hand_table  # noqa: E402  (the same hand-made latency model)
-
 torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    from mobiledepth.arch import build_model, save_checkpoint
-    from mobiledepth.data.synth import generate
-
-    root = tmp_path_factory.mktemp("netadapt")
-    generate(root / "data", 12, (64, 64), seed=0, split="train")
-    generate(root / "data", 8, (64, 64), seed=0, split="test")
-    torch.manual_seed(0)
-    model = build_model("mdepth-tiny", with_heads=False)
-    ckpt = save_checkpoint(root / "tiny.pt", model, model.spec)
-    table = hand_table(model.spec)
-    (root / "lut.json").write_text(json.dumps(table))
-    return root, ckpt, model.spec
 
 
 def settings(root, ckpt, target_ms, **kw):
@@ -236,7 +216,8 @@ def test_cli_lut_show(setup, capsys):
 @pytest.mark.slow
 def test_loop_with_two_workers_and_measurement(setup, tmp_path):
     """Real host table, proposals in spawned processes, measurements on host, the store filled."""
-    from mobiledepth.prune.lut import build_lut, measure_spec
+    from mobiledepth.prune.lut import build_lut
+    from mobiledepth.prune.variants import measure_spec
     from mobiledepth.prune.netadapt import prune
 
     root, ckpt, spec = setup
@@ -544,37 +525,6 @@ def test_target_ms_is_converted_through_the_reference_and_a_miss_says_by_how_muc
 
 
 # ----------------------------------------------------------------------------- any model (module:factory)
-@pytest.fixture()
-def own_factory(setup, tmp_path, monkeypatch):
-    """tests/prune/test_graph.py's own model as own_prunable:make, a checkpoint that remembers the factory (as
-    'mobiledepth train' writes it) and a hand-made table over its traced layers."""
-    from test_graph import OWN
-    from test_prune_lut import _cost
-
-    from mobiledepth.arch import save_checkpoint
-    from mobiledepth.arch.resolve import resolve_model
-    from mobiledepth.prune.layers import NULL_LAYER
-    from mobiledepth.prune.lut import family_grid
-    from mobiledepth.prune.subject import deployed_layers
-
-    (tmp_path / "own_prunable.py").write_text(OWN)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    sys.modules.pop("own_prunable", None)
-    model = resolve_model("own_prunable:make", seed=0).model
-    ckpt = save_checkpoint(tmp_path / "own.pt", model, None, factory="own_prunable:make")
-    entries = {NULL_LAYER.key: {"layer": NULL_LAYER.to_dict(), "samples_us": [2.0], "median_us": 2.0}}
-    for layers in family_grid(deployed_layers(model, (64, 64)), 8, 3).values():
-        for layer in layers:
-            entries[layer.key] = {"layer": layer.to_dict(), "samples_us": [_cost(layer)], "median_us": _cost(layer)}
-    table = {"format": "mobiledepth-lut/1", "kind": "lut", "schema": 1, "device": "host", "delegate": "cpu",
-             "threads": 1, "runtime": "hand-made", "input_size": [64, 64], "model": "own_prunable:make",
-             "multiple": 8, "points": 3, "entries": entries}
-    (tmp_path / "lut.json").write_text(json.dumps(table))
-    yield setup[0], tmp_path, ckpt
-    sys.modules.pop("own_prunable", None)
-
-
 def _own_settings(root, tmp, ckpt, **kw):
     return settings(root, ckpt, None, model="own_prunable:make", lut=str(tmp / "lut.json"), **kw)
 

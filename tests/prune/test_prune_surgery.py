@@ -161,7 +161,7 @@ def test_pruned_model_exports_to_onnx_and_matches(tiny, tmp_path):
 @pytest.mark.slow
 def test_pruned_model_exports_to_tflite(tiny, tmp_path):
     from mobiledepth.arch import save_checkpoint
-    from mobiledepth.prune.lut import measure_spec
+    from mobiledepth.prune.variants import measure_spec
 
     model, spec = tiny
     pruned, new_spec = prune_model(model, spec, {"dec.stage0.hidden": 32, "enc.stage6": 16})
