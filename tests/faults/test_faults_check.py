@@ -78,6 +78,9 @@ BROKEN = [
     (lambda b: {k: v for k, v in b.items() if k != "threads"}, "no 'threads' field"),
     (lambda b: {**b, "model": {k: v for k, v in b["model"].items() if k != "input_shapes"}},
      "no 'model.input_shapes' field"),
+    (lambda b: {**b, "reference": {**b["reference"], "data": "AAAA" + b["reference"]["data"][4:]}},
+     "its reference network is damaged"),
+    (lambda b: {**b, "reference": {**b["reference"], "model_ratio": 0}}, "'reference.model_ratio' is 0"),
 ]
 
 
