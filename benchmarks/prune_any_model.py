@@ -55,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--short-term-steps", type=int, default=10)
     parser.add_argument("--long-term-steps", type=int, default=50)
     parser.add_argument("--initial-reduction", type=float, default=0.3)
+    parser.add_argument("--lr", type=float, default=1e-4,
+                        help="prune --lr: the fine-tuning rate of NetAdapt and of the uniform cuts (a converged parent "
+                             "keeps its WHDR at 1e-5, loses about 0.01 at 1e-4: docs/benchmarks.md)")
     parser.add_argument("--seeds", default="0", help="comma-separated fine-tuning seeds, e.g. 0,1,2")
     parser.add_argument("--points", type=int, default=3, help="LUT grid points per channel dimension")
     parser.add_argument("--calibrate", default="1.0,0.6,0.4",
@@ -131,8 +134,8 @@ def prune_seed(args, out: Path, size: str, seed: int) -> dict:
             cli("prune", "--model", args.model, "--checkpoint", out / "train" / "model.pt", "--lut", out / "lut.json",
                 "--data", out / "data", "--target-ratio", args.target_ratio, "--input-size", size,
                 "--short-term-steps", args.short_term_steps, "--long-term-steps", args.long_term_steps,
-                "--initial-reduction", args.initial_reduction, "--multiple", args.multiple, "--threads", 1, "--train-device", "cpu",
-                "--out", run_dir, "--no-store")
+                "--initial-reduction", args.initial_reduction, "--multiple", args.multiple, "--lr", args.lr,
+                "--threads", 1, "--train-device", "cpu", "--out", run_dir, "--no-store")
         else:
             from mobiledepth.prune import netadapt
 
