@@ -151,12 +151,14 @@ BASELINE_CALIBRATION_FIELDS = {"sha256": str}
 
 
 def _field_problem(section: dict, fields: dict[str, type], prefix: str = "") -> str | None:
-    """The first field of ``fields`` that ``section`` lacks or holds with another type."""
+    """The first field of ``fields`` that ``section`` lacks or holds with another type (a ``float`` field takes
+    any number: JSON writes 1.0 as 1 in other tools; booleans are never numbers)."""
     for key, kind in fields.items():
         if key not in section:
             return f"no '{prefix}{key}' field"
         value = section[key]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        accepted = (int, float) if kind is float else kind
+        if not isinstance(value, accepted) or (kind in (int, float) and isinstance(value, bool)):
             return f"'{prefix}{key}' is {type(value).__name__} {value!r:.40}, not {kind.__name__}"
     return None
 
@@ -204,17 +206,42 @@ def baseline_problem(data: dict) -> str | None:
             or ("reference" in data and _reference_section_problem(data["reference"])) or None)
 
 
-def _reference_section_problem(section: Any) -> str | None:
-    """What is wrong with a baseline's reference network section (optional: older baselines have none)."""
-    from mobiledepth.gate.reference import reference_problem
+REFERENCE_FIELDS = {"codec": str, "sha256": str, "bytes": int, "fills": list, "data": str}
+FILL_FIELDS = {"offset": int, "bytes": int, "dtype": str, "scale": float}
 
-    problem = reference_problem(section)
+
+def reference_problem(section: Any) -> str | None:
+    """Why a reference network section (``gate.reference.make_reference``) is unusable, naming the field."""
+    from mobiledepth.gate.reference import CODEC, WEIGHT_TYPES, itemsize
+
+    if not isinstance(section, dict):
+        return f"'reference' is {type(section).__name__}, not an object"
+    problem = _field_problem(section, REFERENCE_FIELDS, "reference.")
     if problem:
         return problem
-    ratio = section.get("model_ratio")
-    if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not math.isfinite(ratio) or ratio <= 0:
-        return f"'reference.model_ratio' is {ratio!r:.40}, not a positive number"
-    return _samples_problem("reference.samples_us", section.get("samples_us") or [])
+    if section["codec"] != CODEC:
+        return f"'reference.codec' is {section['codec']!r:.40}, not {CODEC!r}"
+    for fill in section["fills"]:
+        if not isinstance(fill, dict):
+            return f"'reference.fills' holds {fill!r:.60}, not {{offset, bytes, dtype, scale}}"
+        problem = _field_problem(fill, FILL_FIELDS, "reference.fills[].")
+        if problem:
+            return problem
+        if fill["dtype"] not in WEIGHT_TYPES.values() or fill["offset"] < 0 or fill["bytes"] < 0 \
+                or fill["offset"] + fill["bytes"] > section["bytes"] or fill["bytes"] % itemsize(fill["dtype"]):
+            return f"'reference.fills' holds {fill!r:.60}, outside the file or of an unknown type"
+    return None
+
+
+def _reference_section_problem(section: Any) -> str | None:
+    """What is wrong with a baseline's reference network section (optional: older baselines have none)."""
+    problem = reference_problem(section) or _field_problem(section, {"model_ratio": float, "samples_us": list},
+                                                          "reference.")
+    if problem:
+        return problem
+    if not math.isfinite(section["model_ratio"]) or section["model_ratio"] <= 0:
+        return f"'reference.model_ratio' is {section['model_ratio']!r:.40}, not a positive number"
+    return _samples_problem("reference.samples_us", section["samples_us"])
 
 
 def read_baseline(path: str | os.PathLike) -> dict:

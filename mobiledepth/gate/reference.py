@@ -34,7 +34,6 @@ MAX_REFERENCE_BYTES = 2 << 30  # a damaged or hostile baseline cannot make decom
 # TFLite tensor types whose constant buffers are weights that may be refilled (int32/int64 hold shapes,
 # sizes, permutations and int8 biases: kept)
 WEIGHT_TYPES = {"FLOAT32": "float32", "FLOAT16": "float16", "INT8": "int8", "UINT8": "uint8", "INT16": "int16"}
-FILL_FIELDS = {"offset": int, "bytes": int, "dtype": str, "scale": float}
 
 
 def _weight_dtypes(model, schema) -> dict[int, str]:
@@ -69,12 +68,13 @@ def weight_spans(data: bytes) -> list[tuple[int, int, str]]:
     for index, dtype in _weight_dtypes(model, schema).items():
         if 0 <= index < model.BuffersLength():
             offset, size = _buffer_span(model.Buffers(index))
-            if size >= FILL_MIN_BYTES and size % _itemsize(dtype) == 0:
+            if size >= FILL_MIN_BYTES and size % itemsize(dtype) == 0:
                 spans.append((offset, size, dtype))
     return sorted(spans)
 
 
-def _itemsize(dtype: str) -> int:
+def itemsize(dtype: str) -> int:
+    """Bytes per element of a numpy dtype name."""
     import numpy as np
 
     return np.dtype(dtype).itemsize
@@ -85,7 +85,7 @@ def _fill_values(index: int, fill: dict):
     import numpy as np
 
     rng = np.random.default_rng([FILL_SEED, index])
-    count = fill["bytes"] // _itemsize(fill["dtype"])
+    count = fill["bytes"] // itemsize(fill["dtype"])
     dtype = np.dtype(fill["dtype"])
     if dtype.kind == "f":
         return (rng.standard_normal(count) * fill["scale"]).astype(dtype)
@@ -119,30 +119,10 @@ def make_reference(model_path: str | os.PathLike) -> dict[str, Any]:
             "data": base64.b64encode(lzma.compress(stripped, preset=9)).decode("ascii")}
 
 
-def reference_problem(section: Any) -> str | None:
-    """Why a baseline's ``reference`` section is unusable (naming the field); None when it is well formed."""
-    if not isinstance(section, dict):
-        return f"'reference' is {type(section).__name__}, not an object"
-    for key, kind in (("codec", str), ("sha256", str), ("bytes", int), ("fills", list), ("data", str)):
-        if not isinstance(section.get(key), kind) or isinstance(section.get(key), bool):
-            return f"'reference.{key}' is missing or not {kind.__name__}"
-    if section["codec"] != CODEC:
-        return f"'reference.codec' is {section['codec']!r:.40}, not {CODEC!r}"
-    for fill in section["fills"]:
-        if not isinstance(fill, dict) or any(
-                not isinstance(fill.get(k), (int, float) if t is float else t) or isinstance(fill.get(k), bool)
-                for k, t in FILL_FIELDS.items()):
-            return f"'reference.fills' holds {fill!r:.60}, not {{offset, bytes, dtype, scale}}"
-        if fill["dtype"] not in WEIGHT_TYPES.values() or fill["offset"] < 0 or fill["bytes"] < 0 \
-                or fill["offset"] + fill["bytes"] > section["bytes"] or fill["bytes"] % _itemsize(fill["dtype"]):
-            return f"'reference.fills' holds {fill!r:.60}, outside the file or of an unknown type"
-    return None
-
-
 def reference_model(section: dict, directory: str | os.PathLike, baseline_path: str | os.PathLike) -> Path:
     """Rebuild the reference network of a baseline (``make_reference``) as ``directory``/reference.tflite.
 
-    The section must have passed ``reference_problem``; damage the checks there cannot see (bad base64 or
+    The section must have passed ``baseline.reference_problem``; damage the checks there cannot see (bad base64 or
     xz, another length, another sha256) is a one-line UserError."""
     fix = f"baseline {baseline_path}: its reference network is damaged"
     try:

@@ -14,7 +14,8 @@ import pytest
 
 from mobiledepth import gate
 from mobiledepth.errors import UserError
-from mobiledepth.gate.reference import make_reference, reference_model, reference_problem, weight_spans
+from mobiledepth.gate.baseline import reference_problem
+from mobiledepth.gate.reference import make_reference, reference_model, weight_spans
 from tests.report.test_check_gate import NoisyTimer
 
 
